@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one command that runs every check: formatting, lints and the whole test suite.
+# Installs what it needs (rustfmt and clippy components) so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets

@@ -1,0 +1,301 @@
+//! Routing and handlers. Each step of a request either answers or passes on: route and method, then (for
+//! validations) rate limit, media type, body size, JSON and field validation, and finally scoring.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{AppState, Body, RequestContext};
+use crate::error::{AppError, retry_after_secs};
+use crate::scoring::Scorer;
+use crate::validation;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every route the server answers, as a fixed set (also the metrics label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Root,
+    Health,
+    ApiHealth,
+    Ready,
+    HealthReady,
+    ApiReady,
+    Validate,
+    ApiValidate,
+    OpenApi,
+    Docs,
+    Metrics,
+    /// Any other path; one label, whatever the path was.
+    Unmatched,
+}
+
+impl Route {
+    /// Every matched route with its path and method.
+    pub const ALL: [(Route, &'static str, Method); 11] = [
+        (Route::Root, "/", Method::GET),
+        (Route::Health, "/health", Method::GET),
+        (Route::ApiHealth, "/api/v1/health", Method::GET),
+        (Route::Ready, "/ready", Method::GET),
+        (Route::HealthReady, "/health/ready", Method::GET),
+        (Route::ApiReady, "/api/v1/ready", Method::GET),
+        (Route::Validate, "/validate", Method::POST),
+        (Route::ApiValidate, "/api/v1/validate", Method::POST),
+        (Route::OpenApi, "/openapi.json", Method::GET),
+        (Route::Docs, "/docs", Method::GET),
+        (Route::Metrics, "/metrics", Method::GET),
+    ];
+
+    /// The route a path belongs to.
+    pub fn of(path: &str) -> Route {
+        Route::ALL
+            .iter()
+            .find(|(_, p, _)| *p == path)
+            .map_or(Route::Unmatched, |(route, _, _)| *route)
+    }
+
+    /// The path template, used as the metrics label.
+    pub fn label(self) -> &'static str {
+        Route::ALL
+            .iter()
+            .find(|(route, _, _)| *route == self)
+            .map_or("unmatched", |(_, path, _)| path)
+    }
+
+    fn method(self) -> Option<&'static Method> {
+        Route::ALL
+            .iter()
+            .find(|(route, _, _)| *route == self)
+            .map(|(_, _, m)| m)
+    }
+}
+
+/// Answers one request.
+pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let Some(ctx) = request.extensions().get::<RequestContext>().cloned() else {
+        return error_response(&AppError::NotFound, &HeaderValue::from_static(""));
+    };
+    let route = Route::of(request.uri().path());
+    if route == Route::Metrics && !state.config.metrics_enabled {
+        return error_response(&AppError::NotFound, &ctx.correlation_id);
+    }
+    let Some(expected) = route.method() else {
+        return error_response(&AppError::NotFound, &ctx.correlation_id);
+    };
+    // HEAD is answered like GET (hyper sends no body for it).
+    let method_ok = request.method() == expected
+        || (expected == Method::GET && request.method() == Method::HEAD);
+    if !method_ok {
+        let allow = if expected == Method::GET {
+            "GET, HEAD"
+        } else {
+            "POST"
+        };
+        return error_response(&AppError::MethodNotAllowed { allow }, &ctx.correlation_id);
+    }
+    match route {
+        Route::Root => json_response(
+            StatusCode::OK,
+            &json!({"service": "Applicant Validator API", "version": VERSION, "docs": "/docs"}),
+        ),
+        Route::Health | Route::ApiHealth => health(state),
+        Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
+        Route::Validate | Route::ApiValidate => match validate(state, &ctx, request).await {
+            Ok(response) => response,
+            Err(e) => error_response(&e, &ctx.correlation_id),
+        },
+        Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
+        Route::Docs => bytes_response(
+            "text/html; charset=utf-8",
+            Bytes::from_static(DOCS_HTML.as_bytes()),
+        ),
+        Route::Metrics => bytes_response(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(state.metrics.encode()),
+        ),
+        Route::Unmatched => error_response(&AppError::NotFound, &ctx.correlation_id),
+    }
+}
+
+fn health(state: &AppState) -> Response<Body> {
+    let (status, word) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "healthy")
+    };
+    let mut body =
+        json!({"status": word, "version": VERSION, "environment": state.config.environment});
+    if state.config.demo_mode {
+        body["mode"] = json!("demo");
+    }
+    json_response(status, &body)
+}
+
+async fn ready(state: &AppState) -> Response<Body> {
+    let mut checks = serde_json::Map::new();
+    if let Scorer::RiskShield(client) = &state.scorer {
+        if let Some(vault) = client.keys().vault_ready() {
+            checks.insert("key_vault".into(), json!(vault));
+        }
+        checks.insert("riskshield_api".into(), json!(client.ready().await));
+    }
+    let ready = !state.is_draining() && checks.values().all(|v| v == &json!(true));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &json!({"ready": ready, "checks": checks}))
+}
+
+/// The validation answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Validated<'a> {
+    risk_score: u8,
+    risk_level: crate::scoring::RiskLevel,
+    correlation_id: &'a str,
+}
+
+async fn validate(
+    state: &AppState,
+    ctx: &RequestContext,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, AppError> {
+    let config = &state.config;
+    if !is_json(request.headers().get(header::CONTENT_TYPE)) {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let limit = config.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
+    let deadline = ctx.started + config.request_timeout;
+    let work = async {
+        let body = match Limited::new(request.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(AppError::PayloadTooLarge { limit });
+            }
+            Err(_) => return Err(AppError::BadRequest),
+        };
+        let applicant =
+            validation::validate(&body, config.id_number_strict).map_err(AppError::Validation)?;
+        let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
+        let score = state
+            .scorer
+            .score(&applicant, correlation_id, deadline)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &Validated {
+                risk_score: score.risk_score,
+                risk_level: score.risk_level,
+                correlation_id,
+            },
+        ))
+    };
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .unwrap_or(Err(AppError::RequestTimeout))
+}
+
+/// application/json, with or without parameters such as charset; `+json` types and a missing header do not
+/// count.
+fn is_json(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// A JSON answer.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = bytes_response("application/json", Bytes::from(bytes));
+    *response.status_mut() = status;
+    response
+}
+
+fn bytes_response(content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The error shape of the contract, with Retry-After and Allow where they apply.
+pub fn error_response(error: &AppError, correlation_id: &HeaderValue) -> Response<Body> {
+    let parts = error.parts();
+    let mut body = json!({
+        "error": parts.code,
+        "message": parts.message,
+        "correlationId": correlation_id.to_str().unwrap_or_default(),
+    });
+    if let AppError::Validation(details) = error {
+        body["details"] = json!(details);
+    }
+    let mut response = json_response(parts.status, &body);
+    let headers = response.headers_mut();
+    if let Some(after) = parts.retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
+    }
+    if let AppError::MethodNotAllowed { allow } = error {
+        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+const OPENAPI_TEMPLATE: &str = include_str!("openapi.json");
+const DOCS_HTML: &str = include_str!("docs.html");
+
+/// The OpenAPI document with this build's version filled in.
+pub fn openapi_document() -> Bytes {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(OPENAPI_TEMPLATE).unwrap_or_else(|_| json!({}));
+    doc["info"]["version"] = json!(VERSION);
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        let v = |s: &'static str| Some(HeaderValue::from_static(s));
+        assert!(is_json(v("application/json").as_ref()));
+        assert!(is_json(v("Application/JSON; charset=utf-8").as_ref()));
+        assert!(!is_json(v("application/problem+json").as_ref()));
+        assert!(!is_json(v("text/plain").as_ref()));
+        assert!(!is_json(None));
+    }
+
+    #[test]
+    fn routes_and_labels() {
+        assert_eq!(Route::of("/api/v1/validate"), Route::ApiValidate);
+        assert_eq!(Route::of("/api/v1/validate/"), Route::Unmatched);
+        assert_eq!(Route::Unmatched.label(), "unmatched");
+        assert_eq!(Route::HealthReady.label(), "/health/ready");
+    }
+
+    #[test]
+    fn the_openapi_template_is_valid_json_with_the_version() {
+        let doc: serde_json::Value = serde_json::from_slice(&openapi_document()).expect("json");
+        assert_eq!(doc["info"]["version"], VERSION);
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    }
+}

@@ -1,0 +1,130 @@
+//! The `applicant-validator` binary: parse the command line, then serve or probe.
+
+use std::process::ExitCode;
+
+use applicant_validator::config::{self, Cli, Command, Config, EXIT_CONFIG};
+use applicant_validator::{healthcheck, http, logging};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let healthcheck_requested = std::env::args().nth(1).as_deref() == Some("healthcheck");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                // Docker reserves exit code 2, which clap would use: a healthcheck reports 1.
+                _ if healthcheck_requested => ExitCode::from(1),
+                _ => ExitCode::from(EXIT_CONFIG as u8),
+            };
+        }
+    };
+    match cli.command {
+        Command::Healthcheck(args) => run_healthcheck(&args),
+        Command::Serve(args) => run_serve(&args),
+    }
+}
+
+fn run_healthcheck(args: &config::HealthcheckArgs) -> ExitCode {
+    let fail = |message: &str| {
+        eprintln!("{message}");
+        ExitCode::from(1)
+    };
+    let timeout = match config::parse_duration(&args.timeout) {
+        Ok(t) => t,
+        Err(why) => return fail(&format!("--timeout: {why}")),
+    };
+    let probe = match &args.url {
+        Some(url) => healthcheck::Probe::from_url(url),
+        None => config::probe_addr(&args.listen)
+            .map(healthcheck::Probe::local)
+            .map_err(|e| e.join("; ")),
+    };
+    let probe = match probe {
+        Ok(p) => p,
+        Err(why) => return fail(&why),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start: {e}")),
+    };
+    match runtime.block_on(healthcheck::check(&probe, timeout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => fail(&why),
+    }
+}
+
+fn run_serve(args: &config::ServeArgs) -> ExitCode {
+    let config = match Config::from_lookup(|name| args.lookup(name)) {
+        Ok(config) => config,
+        Err(errors) => {
+            for line in &errors.0 {
+                eprintln!("applicant-validator: configuration error: {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    logging::init(config.log_level, config.log_format);
+    if config.demo_mode {
+        tracing::warn!(
+            "DEMO MODE: scores are computed locally from the ID number; RiskShield is not called"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("applicant-validator: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let addr = std::net::SocketAddr::new(config.host, config.port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(address = %addr, error = %e, "cannot bind");
+                eprintln!("applicant-validator: cannot bind {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match http::serve(config, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                eprintln!("applicant-validator: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM (docker stop, Kubernetes) or SIGINT (Ctrl-C). As PID 1 in a container the process
+/// gets no default signal handling, so both are handled explicitly.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            let which = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = which, "shutdown requested");
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

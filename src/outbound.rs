@@ -1,0 +1,100 @@
+//! The one outbound HTTP/TLS stack: hyper-util's pooled client over rustls (ring provider), trusting the
+//! bundled webpki roots plus EXTRA_CA_CERTS.
+//!
+//! The RiskShield client and the Azure SDK transport share this client type and the same trust roots, so there
+//! is one crypto provider in the binary, EXTRA_CA_CERTS applies to every outbound call, and the binary never
+//! reads /etc/ssl (the container image has none). hyper-util's client never consults proxy variables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+
+/// The pooled keep-alive client type used for every outbound request.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Why the outbound client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("EXTRA_CA_CERTS: certificate {index} is not a usable trust anchor: {source}")]
+    BadRoot { index: usize, source: rustls::Error },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The bundled public roots plus `extra`.
+pub fn root_store(extra: &[CertificateDer<'static>]) -> Result<RootCertStore, OutboundError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for (index, cert) in extra.iter().enumerate() {
+        roots
+            .add(cert.clone())
+            .map_err(|source| OutboundError::BadRoot { index, source })?;
+    }
+    Ok(roots)
+}
+
+/// A rustls client configuration on the ring provider, so no other provider needs to be installed globally.
+pub fn tls_config(
+    extra: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, OutboundError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(extra)?)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Builds the shared client: TCP connect timeout, TCP_NODELAY, a keep-alive pool, http and https.
+///
+/// Plain http is allowed at this layer because configuration already decided which http URLs are acceptable
+/// (loopback, or explicitly allowed non-prod hosts).
+pub fn build_client(
+    extra_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
+) -> Result<HttpClient, OutboundError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(extra_roots)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(https))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_roots_are_present() {
+        let roots = root_store(&[]).expect("bundled roots load");
+        assert!(roots.len() > 100, "only {} roots", roots.len());
+    }
+
+    #[test]
+    fn a_garbage_extra_root_is_refused() {
+        let junk = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert!(matches!(
+            root_store(&[junk]),
+            Err(OutboundError::BadRoot { index: 0, .. })
+        ));
+    }
+}
