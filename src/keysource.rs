@@ -39,6 +39,14 @@ impl KeySource {
         }
     }
 
+    /// How long ago the cached vault key was read (`None` for a fixed key or before the first read).
+    pub fn key_age(&self) -> Option<std::time::Duration> {
+        match self {
+            KeySource::Static(_) => None,
+            KeySource::Vault(vault) => vault.key_age(),
+        }
+    }
+
     /// The `key_vault` readiness check: `None` when no vault is configured (the check is not shown).
     pub fn vault_ready(&self) -> Option<bool> {
         match self {

@@ -41,6 +41,9 @@ impl Metrics {
     /// Records the breaker's state after a call.
     pub fn set_breaker_state(&self, _code: i64) {}
 
+    /// Records one Key Vault read: `outcome` is a fixed label such as "success" or "not_found".
+    pub fn vault_read(&self, _outcome: &'static str, _elapsed: Duration) {}
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         String::new()

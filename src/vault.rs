@@ -12,6 +12,11 @@ impl VaultKeySource {
         None
     }
 
+    /// Time since the cached key was read.
+    pub fn key_age(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Forces a re-read after the upstream refused `rejected`.
     pub async fn refresh_after_rejection(&self, _rejected: &ApiKey) -> Option<ApiKey> {
         None
