@@ -382,7 +382,13 @@ impl VaultKeySource {
     /// If the cache already holds another key, that key is returned without a read. A caller that arrives while
     /// a forced read is in flight shares its result; one that arrives during a scheduled read waits for it and
     /// then reads again only if the key is still the rejected one. So a burst of 401s costs one vault call.
-    pub async fn refresh_after_rejection(&self, rejected: &ApiKey) -> Option<ApiKey> {
+    ///
+    /// `correlation_id` is the request whose upstream call was refused; the read's log line carries it.
+    pub async fn refresh_after_rejection(
+        &self,
+        rejected: &ApiKey,
+        correlation_id: &str,
+    ) -> Option<ApiKey> {
         if let Some(key) = self.current().filter(|key| key != rejected) {
             return Some(key);
         }
@@ -400,7 +406,9 @@ impl VaultKeySource {
         let replaced = self.current().is_some_and(|key| key != *rejected);
         if !done && !replaced {
             // A failure is logged and counted inside; the caller then sees the old key and gives up.
-            let _ = self.read_locked(Reason::Rejected).await;
+            let _ = self
+                .read_locked(Reason::Rejected, Some(correlation_id))
+                .await;
         }
         self.current()
     }
@@ -408,17 +416,21 @@ impl VaultKeySource {
     /// One serialised read, as the refresh task does it.
     async fn read_serialized(&self, reason: Reason) -> Result<(), ReadError> {
         let _reading = self.read_lock.lock().await;
-        self.read_locked(reason).await
+        self.read_locked(reason, None).await
     }
 
     /// A read with its bookkeeping. Call with `read_lock` held.
-    async fn read_locked(&self, reason: Reason) -> Result<(), ReadError> {
+    async fn read_locked(
+        &self,
+        reason: Reason,
+        correlation_id: Option<&str>,
+    ) -> Result<(), ReadError> {
         {
             let mut reads = self.lock_reads();
             reads.started += 1;
             reads.forced_in_flight = reason == Reason::Rejected;
         }
-        let result = self.read(reason).await;
+        let result = self.read(reason, correlation_id).await;
         let mut reads = self.lock_reads();
         reads.completed = reads.started;
         reads.forced_in_flight = false;
@@ -427,7 +439,7 @@ impl VaultKeySource {
 
     /// Reads, bounded by [`READ_TIMEOUT`]; caches a good key; logs and counts the outcome. Call with
     /// `read_lock` held.
-    async fn read(&self, reason: Reason) -> Result<(), ReadError> {
+    async fn read(&self, reason: Reason, correlation_id: Option<&str>) -> Result<(), ReadError> {
         let started = Instant::now();
         let result = match tokio::time::timeout(READ_TIMEOUT, self.fetch.fetch()).await {
             Ok(result) => result,
@@ -447,6 +459,7 @@ impl VaultKeySource {
                     vault = %self.vault_host,
                     secret = %self.secret_name,
                     reason = reason.as_str(),
+                    correlation_id,
                     outcome = "success",
                     key_changed = changed,
                     duration_ms,
@@ -463,6 +476,7 @@ impl VaultKeySource {
                         vault = %self.vault_host,
                         secret = %self.secret_name,
                         reason = reason.as_str(),
+                    correlation_id,
                         outcome,
                         duration_ms,
                         error = %error,
@@ -473,6 +487,7 @@ impl VaultKeySource {
                         vault = %self.vault_host,
                         secret = %self.secret_name,
                         reason = reason.as_str(),
+                    correlation_id,
                         outcome,
                         duration_ms,
                         error = %error,
@@ -729,7 +744,7 @@ mod tests {
         for _ in 0..5 {
             let source = source.clone();
             let rejected = rejected.clone();
-            waiting.spawn(async move { source.refresh_after_rejection(&rejected).await });
+            waiting.spawn(async move { source.refresh_after_rejection(&rejected, "test").await });
         }
         settle().await;
         // One forced read is in flight, blocked on the gate; the other four wait for it.
@@ -746,7 +761,9 @@ mod tests {
     async fn a_rejection_of_an_already_replaced_key_reads_nothing() {
         let (source, calls) = source(vec![Ok("current")], Duration::from_secs(300), None);
         settle().await;
-        let key = source.refresh_after_rejection(&ApiKey::new("older")).await;
+        let key = source
+            .refresh_after_rejection(&ApiKey::new("older"), "test")
+            .await;
         assert_eq!(key.map(|k| k.expose().to_owned()), Some("current".into()));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
