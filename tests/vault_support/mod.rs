@@ -3,8 +3,6 @@
 //! time, and a RiskShield upstream. Plus a handle on the real binary run as a child process, because the Azure
 //! SDK reads IDENTITY_ENDPOINT and friends from the process environment.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
