@@ -53,6 +53,7 @@ impl HyperTransport {
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> azure_core::Result<AsyncRawResponse> {
+        let host = request.uri().host().unwrap_or_default().to_owned();
         let response = self.client.request(request).await.map_err(|e| {
             // The SDK retries Connection and Io errors; other kinds end the read at once.
             let kind = if e.is_connect() {
@@ -60,7 +61,9 @@ impl HyperTransport {
             } else {
                 ErrorKind::Io
             };
-            Error::with_error(kind, e, "request to Azure failed")
+            // The SDK logs only this message, so it carries the causes (refused, TLS, DNS) too.
+            let message = format!("request to {host} failed: {}", causes(&e));
+            Error::with_error(kind, e, message)
         })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
@@ -122,6 +125,18 @@ impl azure_core::http::HttpClient for HyperTransport {
     }
 }
 
+/// An error and its sources on one line.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Client options for every SDK client in the process: our transport and a short retry budget
 /// (0.25 s then 0.5 s between attempts, nothing after 3 s).
 pub fn client_options(client: &HttpClient) -> ClientOptions {
@@ -137,5 +152,52 @@ pub fn client_options(client: &HttpClient) -> ClientOptions {
             max_delay: azure_core::time::Duration::seconds(1),
         }),
         ..ClientOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::http::{HttpClient as _, Method, Url};
+
+    fn client() -> HttpClient {
+        crate::outbound::build_client(&[], Duration::from_secs(2)).expect("client")
+    }
+
+    #[tokio::test]
+    async fn a_stalled_answer_ends_as_a_retryable_io_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Accepts and holds the connection without ever answering.
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            std::future::pending::<()>().await;
+            drop(stream);
+        });
+        let transport = HyperTransport::new(client(), Duration::from_millis(200));
+        let url = Url::parse(&format!("http://{addr}/token")).expect("url");
+        let error = transport
+            .execute_request(&Request::new(url, Method::Get))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(error.kind(), ErrorKind::Io), "{error:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connection_error_naming_the_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let transport = HyperTransport::new(client(), ATTEMPT_TIMEOUT);
+        let url = Url::parse(&format!("http://{addr}/token")).expect("url");
+        let error = transport
+            .execute_request(&Request::new(url, Method::Get))
+            .await
+            .expect_err("refused");
+        assert!(matches!(error.kind(), ErrorKind::Connection), "{error:?}");
+        assert!(error.to_string().contains("127.0.0.1"), "{error}");
     }
 }
