@@ -18,9 +18,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -32,15 +36,31 @@ const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Installs the global subscriber. Later calls are ignored (tests start many servers); each returns a guard
 /// that flushes the buffered lines when dropped.
+///
+/// Other crates (the Azure SDK, hyper, rustls) log at WARN and above unless LOG_LEVEL is DEBUG or TRACE: their
+/// INFO lines (every SDK request and response) would drown the service's own and are only useful when debugging.
 pub fn init(level: tracing::Level, format: LogFormat) -> LogGuard {
     let out = BatchedStdout::start();
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+    let others = if level >= tracing::Level::DEBUG {
+        level
+    } else {
+        level.min(tracing::Level::WARN)
+    };
+    let filter = Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_default(others);
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(out.clone());
     let _ = match format {
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
-        LogFormat::Pretty => builder.with_ansi(false).try_init(),
+        LogFormat::Json => registry()
+            .with(layer.event_format(JsonLines))
+            .with(filter)
+            .try_init(),
+        LogFormat::Pretty => registry()
+            .with(layer.with_ansi(false))
+            .with(filter)
+            .try_init(),
     };
     LogGuard { out }
 }
