@@ -9,7 +9,7 @@
 //! - [`keysource`]: where the API key comes from; [`vault`] reads it from Azure Key Vault.
 //! - [`outbound`]: the one hyper + rustls client stack with bundled roots.
 //! - [`error`]: typed errors and the single mapping to HTTP answers.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-client rate limiting of validations.
 //! - [`healthcheck`]: the `healthcheck` subcommand for Docker's HEALTHCHECK.
 //! - [`logging`]: JSON log lines.
 
@@ -22,6 +22,7 @@ pub mod keysource;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod ratelimit;
 pub mod scoring;
 pub mod upstream;
 pub mod validation;
