@@ -29,11 +29,16 @@ impl KeySource {
 
     /// Called after the upstream refused `rejected`: re-reads the secret and returns the key to retry with, or
     /// `None` when there is nothing new to try (a fixed key, a failed read, or the same key again).
-    pub async fn refresh_after_rejection(&self, rejected: &ApiKey) -> Option<ApiKey> {
+    /// `correlation_id` ties the vault read's log line to the request that triggered it.
+    pub async fn refresh_after_rejection(
+        &self,
+        rejected: &ApiKey,
+        correlation_id: &str,
+    ) -> Option<ApiKey> {
         match self {
             KeySource::Static(_) => None,
             KeySource::Vault(vault) => vault
-                .refresh_after_rejection(rejected)
+                .refresh_after_rejection(rejected, correlation_id)
                 .await
                 .filter(|key| key != rejected),
         }

@@ -7,12 +7,14 @@
 //! - [`scoring`]: the demo scorer and the [`scoring::Scorer`] the handlers call.
 //! - [`upstream`]: the RiskShield client (timeouts, retries, answer checks) and [`breaker`], its circuit breaker.
 //! - [`keysource`]: where the API key comes from; [`vault`] reads it from Azure Key Vault.
-//! - [`outbound`]: the one hyper + rustls client stack with bundled roots.
+//! - [`outbound`]: the one hyper + rustls client stack with bundled roots; [`azure_transport`] puts the Azure
+//!   SDK on it.
 //! - [`error`]: typed errors and the single mapping to HTTP answers.
 //! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-client rate limiting of validations.
 //! - [`healthcheck`]: the `healthcheck` subcommand for Docker's HEALTHCHECK.
 //! - [`logging`]: JSON log lines.
 
+pub mod azure_transport;
 pub mod breaker;
 pub mod config;
 pub mod error;

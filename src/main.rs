@@ -6,6 +6,11 @@ use applicant_validator::config::{self, Cli, Command, Config, EXIT_CONFIG};
 use applicant_validator::{healthcheck, http, logging};
 use clap::Parser;
 
+/// musl's malloc takes a global lock; the static binary uses mimalloc instead (measured in docs/benchmarks.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let healthcheck_requested = std::env::args().nth(1).as_deref() == Some("healthcheck");
     let cli = match Cli::try_parse() {

@@ -187,7 +187,11 @@ impl RiskShieldClient {
                     return Err(error);
                 }
                 reauthenticated = true;
-                match self.keys.refresh_after_rejection(&key).await {
+                match self
+                    .keys
+                    .refresh_after_rejection(&key, correlation_id)
+                    .await
+                {
                     Some(fresh) if Instant::now() < deadline => {
                         key = fresh;
                         continue;

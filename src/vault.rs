@@ -1,24 +1,788 @@
-//! Azure Key Vault key source (placeholder until the vault integration lands).
+//! The RiskShield API key read from Azure Key Vault with the process's Managed (or Workload) Identity.
+//!
+//! The secret is read by a background task from startup on, so the server listens at once and requests never
+//! wait for the vault: [`VaultKeySource::current`] answers from the cache. The task re-reads every
+//! SECRET_CACHE_TTL; a failed read keeps the last good key and is retried with backoff (1 s doubling, capped at
+//! min(30 s, TTL)), so an unreachable vault never crash-loops the process. When the upstream refuses the
+//! cached key, [`VaultKeySource::refresh_after_rejection`] forces one re-read; reads are serialised and a
+//! forced read that finds a newer read already done reuses it, so a burst of 401s costs one vault call.
+//!
+//! Every read is bounded by [`READ_TIMEOUT`] whatever the SDK's retry policy would do, and is logged with the
+//! vault host, secret name, outcome and duration, never the value.
 
-use crate::config::ApiKey;
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-/// Reads the API key from Azure Key Vault in the background.
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, StatusCode, Url};
+use azure_identity::{
+    ClientAssertionCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::azure_transport;
+use crate::config::{ApiKey, is_loopback_host};
+use crate::metrics::Metrics;
+use crate::outbound::HttpClient;
+
+/// Upper bound for one vault read, token acquisition and SDK retries included. The SDK's own budget is
+/// shorter (see [`azure_transport::client_options`]); this also covers IMDS, whose credential imposes its own
+/// long retry schedule.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First wait after a failed read; it doubles per consecutive failure.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest wait between retries of a failed read (also capped by SECRET_CACHE_TTL).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Error text longer than this is cut in logs: SDK errors can embed whole response bodies.
+const MAX_ERROR_TEXT: usize = 400;
+
+/// Why a vault read failed. The variants map to fixed metric labels and to what an operator should check.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("the secret does not exist in the vault (404)")]
+    NotFound,
+    #[error("the identity may not read the secret (403); it needs the Key Vault Secrets User role")]
+    Forbidden,
+    #[error("the vault refused the identity's token (401)")]
+    Unauthorized,
+    #[error("no token from the managed identity: {0}")]
+    Credential(String),
+    #[error("the vault or the identity endpoint is unreachable: {0}")]
+    Unreachable(String),
+    #[error("no answer within {} s", READ_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the vault answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ReadError {
+    /// The fixed metric and log label of this failure.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ReadError::NotFound => "not_found",
+            ReadError::Forbidden => "forbidden",
+            ReadError::Unauthorized => "unauthorized",
+            ReadError::Credential(_) => "credential_error",
+            ReadError::Unreachable(_) => "unreachable",
+            ReadError::Timeout => "timeout",
+            ReadError::Http { .. } => "http_error",
+            ReadError::Invalid(_) => "invalid_secret",
+            ReadError::Other(_) => "error",
+        }
+    }
+
+    /// Sorts an SDK error by what went wrong. Deserialisation errors are not quoted: serde's messages can echo
+    /// parts of the document, which here is the secret.
+    fn from_sdk(error: &azure_core::Error) -> Self {
+        match error.kind() {
+            ErrorKind::Credential => ReadError::Credential(error_text(error)),
+            ErrorKind::HttpResponse { status, .. } => match *status {
+                StatusCode::NotFound => ReadError::NotFound,
+                StatusCode::Forbidden => ReadError::Forbidden,
+                StatusCode::Unauthorized => ReadError::Unauthorized,
+                other => ReadError::Http {
+                    status: u16::from(other),
+                    message: error_text(error),
+                },
+            },
+            ErrorKind::Connection | ErrorKind::Io => ReadError::Unreachable(error_text(error)),
+            ErrorKind::DataConversion => ReadError::Invalid("the vault's answer is not a secret"),
+            _ => ReadError::Other(error_text(error)),
+        }
+    }
+}
+
+/// The error and its causes on one line, cut to a loggable length.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Why a read happens, for the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Startup,
+    Retry,
+    Refresh,
+    Rejected,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::Retry => "retry",
+            Reason::Refresh => "ttl",
+            Reason::Rejected => "upstream_rejected_key",
+        }
+    }
+}
+
+/// One read of the secret. A seam so the cache, backoff and single-flight logic can be tested without Azure.
+#[async_trait]
+trait FetchSecret: Send + Sync + fmt::Debug {
+    async fn fetch(&self) -> Result<ApiKey, ReadError>;
+}
+
+/// The real reader: the process's one SecretClient.
+struct SdkFetch {
+    client: SecretClient,
+    secret_name: String,
+}
+
+impl fmt::Debug for SdkFetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SdkFetch")
+            .field("secret_name", &self.secret_name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl FetchSecret for SdkFetch {
+    async fn fetch(&self) -> Result<ApiKey, ReadError> {
+        let response = self
+            .client
+            .get_secret(&self.secret_name, None)
+            .await
+            .map_err(|e| ReadError::from_sdk(&e))?;
+        let secret = response
+            .into_model()
+            .map_err(|_| ReadError::Invalid("the vault's answer is not a secret"))?;
+        match secret.value {
+            Some(value) if !value.trim().is_empty() => Ok(ApiKey::new(value.trim())),
+            _ => Err(ReadError::Invalid("the secret is empty")),
+        }
+    }
+}
+
+/// Which identity the SDK authenticates as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// AKS Workload Identity: AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID are all set.
+    Workload,
+    /// Managed Identity (IDENTITY_ENDPOINT + IDENTITY_HEADER, or IMDS); a client id selects a user-assigned one.
+    Managed { client_id: Option<String> },
+}
+
+impl Identity {
+    /// Picks the identity from the environment (`lookup` maps a variable name to its value). Empty values
+    /// count as unset, as they do in the SDK.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if set("AZURE_FEDERATED_TOKEN_FILE").is_some()
+            && set("AZURE_CLIENT_ID").is_some()
+            && set("AZURE_TENANT_ID").is_some()
+        {
+            Identity::Workload
+        } else {
+            Identity::Managed {
+                client_id: set("AZURE_CLIENT_ID"),
+            }
+        }
+    }
+
+    /// The SDK credential; the SDK itself reads the endpoint variables.
+    fn credential(&self, options: ClientOptions) -> azure_core::Result<Arc<dyn TokenCredential>> {
+        Ok(match self {
+            Identity::Workload => {
+                WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                    credential_options: ClientAssertionCredentialOptions {
+                        client_options: options,
+                    },
+                    ..Default::default()
+                }))?
+            }
+            Identity::Managed { client_id } => {
+                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                    user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                    client_options: options,
+                }))?
+            }
+        })
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Identity::Workload => "workload identity",
+            Identity::Managed { client_id: None } => "system-assigned managed identity",
+            Identity::Managed { client_id: Some(_) } => "user-assigned managed identity",
+        }
+    }
+}
+
+/// The key last read and when.
+#[derive(Debug)]
+struct Cached {
+    key: ApiKey,
+    read_at: Instant,
+}
+
+/// Reads numbered in start order. Reads never overlap, so when a read finishes every read started so far
+/// has ended (a cancelled one simply never counts as completed until the next read finishes).
 #[derive(Debug, Default)]
-pub struct VaultKeySource {}
+struct ReadCounter {
+    started: u64,
+    completed: u64,
+    /// The read in flight was forced by a rejected key, so callers rejected meanwhile can share it.
+    forced_in_flight: bool,
+}
+
+/// Reads the API key from Azure Key Vault in the background and serves it from a cache.
+pub struct VaultKeySource {
+    vault_host: String,
+    secret_name: String,
+    fetch: Box<dyn FetchSecret>,
+    metrics: Arc<Metrics>,
+    cache: Mutex<Option<Cached>>,
+    /// Held while a read is in flight, so reads never overlap.
+    read_lock: tokio::sync::Mutex<()>,
+    /// Which reads have started and finished; lets forced reads share one vault call.
+    reads: Mutex<ReadCounter>,
+    /// Dropped with the source, which tells the refresh task to stop.
+    _stop: watch::Sender<()>,
+}
+
+impl fmt::Debug for VaultKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultKeySource")
+            .field("vault_host", &self.vault_host)
+            .field("secret_name", &self.secret_name)
+            .field("has_key", &self.current().is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 impl VaultKeySource {
-    /// The cached key, if any.
+    /// Builds the credential (from the process environment) and the process's one SecretClient on the shared
+    /// outbound client, then starts the background reads. Must be called inside the tokio runtime.
+    ///
+    /// Fails only on setup problems (an unusable vault URL, identity variables the SDK refuses); an
+    /// unreachable vault is not an error here: the service starts and reports not-ready until a read works.
+    pub fn start(
+        vault_url: &str,
+        secret_name: &str,
+        ttl: Duration,
+        http: &HttpClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let url = Url::parse(vault_url).map_err(|e| format!("KEY_VAULT_URL: {e}"))?;
+        let vault_host = url
+            .host_str()
+            .ok_or_else(|| "KEY_VAULT_URL: no host".to_string())?
+            .to_owned();
+        let identity = Identity::from_lookup(|name| std::env::var(name).ok());
+        let credential = identity
+            .credential(azure_transport::client_options(http))
+            .map_err(|e| {
+                format!(
+                    "Azure identity ({}): {}",
+                    identity.describe(),
+                    error_text(&e)
+                )
+            })?;
+        // The challenge names the resource the token is for; checking it against the vault's domain stops a
+        // spoofed vault from obtaining a token for another resource. A loopback vault is a local test double
+        // whose host can never be a subdomain of vault.azure.net, so the check is off only there.
+        let verify_challenge_resource = !is_loopback_host(&vault_host);
+        let client = SecretClient::new(
+            url.as_str(),
+            credential,
+            Some(SecretClientOptions {
+                client_options: azure_transport::client_options(http),
+                verify_challenge_resource: Some(verify_challenge_resource),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| format!("KEY_VAULT_URL: {}", error_text(&e)))?;
+        tracing::info!(
+            vault = %vault_host,
+            secret = secret_name,
+            identity = identity.describe(),
+            verify_challenge_resource,
+            ttl_ms = ttl.as_millis() as u64,
+            "reading the API key from Key Vault"
+        );
+        let fetch = SdkFetch {
+            client,
+            secret_name: secret_name.to_owned(),
+        };
+        Self::spawn(
+            vault_host,
+            secret_name.to_owned(),
+            Box::new(fetch),
+            ttl,
+            metrics,
+        )
+    }
+
+    /// Creates the source around `fetch` and starts its refresh task.
+    fn spawn(
+        vault_host: String,
+        secret_name: String,
+        fetch: Box<dyn FetchSecret>,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the Key Vault reader needs a tokio runtime".to_string())?;
+        let (stop_tx, stop_rx) = watch::channel(());
+        let source = Arc::new(Self {
+            vault_host,
+            secret_name,
+            fetch,
+            metrics,
+            cache: Mutex::new(None),
+            read_lock: tokio::sync::Mutex::new(()),
+            reads: Mutex::new(ReadCounter::default()),
+            _stop: stop_tx,
+        });
+        runtime.spawn(refresh_loop(Arc::downgrade(&source), stop_rx, ttl));
+        Ok(source)
+    }
+
+    /// The cached key, if any read has succeeded. Never waits.
     pub fn current(&self) -> Option<ApiKey> {
-        None
+        self.lock_cache().as_ref().map(|c| c.key.clone())
     }
 
-    /// Time since the cached key was read.
-    pub fn key_age(&self) -> Option<std::time::Duration> {
-        None
+    /// Time since the cached key was read, for the key-age metric.
+    pub fn key_age(&self) -> Option<Duration> {
+        self.lock_cache().as_ref().map(|c| c.read_at.elapsed())
     }
 
-    /// Forces a re-read after the upstream refused `rejected`.
-    pub async fn refresh_after_rejection(&self, _rejected: &ApiKey) -> Option<ApiKey> {
-        None
+    /// Re-reads the secret after the upstream refused `rejected` and returns the key now cached.
+    ///
+    /// If the cache already holds another key, that key is returned without a read. A caller that arrives while
+    /// a forced read is in flight shares its result; one that arrives during a scheduled read waits for it and
+    /// then reads again only if the key is still the rejected one. So a burst of 401s costs one vault call.
+    ///
+    /// `correlation_id` is the request whose upstream call was refused; the read's log line carries it.
+    pub async fn refresh_after_rejection(
+        &self,
+        rejected: &ApiKey,
+        correlation_id: &str,
+    ) -> Option<ApiKey> {
+        if let Some(key) = self.current().filter(|key| key != rejected) {
+            return Some(key);
+        }
+        // The number of the read whose result answers this caller.
+        let wanted = {
+            let reads = self.lock_reads();
+            if reads.forced_in_flight {
+                reads.started
+            } else {
+                reads.started + 1
+            }
+        };
+        let _reading = self.read_lock.lock().await;
+        let done = self.lock_reads().completed >= wanted;
+        let replaced = self.current().is_some_and(|key| key != *rejected);
+        if !done && !replaced {
+            // A failure is logged and counted inside; the caller then sees the old key and gives up.
+            let _ = self
+                .read_locked(Reason::Rejected, Some(correlation_id))
+                .await;
+        }
+        self.current()
+    }
+
+    /// One serialised read, as the refresh task does it.
+    async fn read_serialized(&self, reason: Reason) -> Result<(), ReadError> {
+        let _reading = self.read_lock.lock().await;
+        self.read_locked(reason, None).await
+    }
+
+    /// A read with its bookkeeping. Call with `read_lock` held.
+    async fn read_locked(
+        &self,
+        reason: Reason,
+        correlation_id: Option<&str>,
+    ) -> Result<(), ReadError> {
+        {
+            let mut reads = self.lock_reads();
+            reads.started += 1;
+            reads.forced_in_flight = reason == Reason::Rejected;
+        }
+        let result = self.read(reason, correlation_id).await;
+        let mut reads = self.lock_reads();
+        reads.completed = reads.started;
+        reads.forced_in_flight = false;
+        result
+    }
+
+    /// Reads, bounded by [`READ_TIMEOUT`]; caches a good key; logs and counts the outcome. Call with
+    /// `read_lock` held.
+    async fn read(&self, reason: Reason, correlation_id: Option<&str>) -> Result<(), ReadError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(READ_TIMEOUT, self.fetch.fetch()).await {
+            Ok(result) => result,
+            Err(_) => Err(ReadError::Timeout),
+        };
+        let elapsed = started.elapsed();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        match result {
+            Ok(key) => {
+                let changed = self.current().is_some_and(|old| old != key);
+                *self.lock_cache() = Some(Cached {
+                    key,
+                    read_at: Instant::now(),
+                });
+                self.metrics.vault_read("success", elapsed);
+                tracing::info!(
+                    vault = %self.vault_host,
+                    secret = %self.secret_name,
+                    reason = reason.as_str(),
+                    correlation_id,
+                    outcome = "success",
+                    key_changed = changed,
+                    duration_ms,
+                    "key vault read"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                let outcome = error.outcome();
+                self.metrics.vault_read(outcome, elapsed);
+                let have_key = self.current().is_some();
+                if have_key {
+                    tracing::warn!(
+                        vault = %self.vault_host,
+                        secret = %self.secret_name,
+                        reason = reason.as_str(),
+                    correlation_id,
+                        outcome,
+                        duration_ms,
+                        error = %error,
+                        "key vault read failed; still using the last key read"
+                    );
+                } else {
+                    tracing::error!(
+                        vault = %self.vault_host,
+                        secret = %self.secret_name,
+                        reason = reason.as_str(),
+                    correlation_id,
+                        outcome,
+                        duration_ms,
+                        error = %error,
+                        "key vault read failed; no API key yet, validations answer 503"
+                    );
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn lock_reads(&self) -> std::sync::MutexGuard<'_, ReadCounter> {
+        // Plain counters updated in one step each; a poisoned lock still holds usable values.
+        self.reads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+        // The cache holds plain data that is replaced whole, so a poisoned lock still holds a consistent value.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The wait after `failures` consecutive failed reads: 1 s, 2 s, 4 s, ... capped at min(30 s, ttl).
+pub fn retry_delay(failures: u32, ttl: Duration) -> Duration {
+    let doubling = FIRST_RETRY_DELAY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubling.min(MAX_RETRY_DELAY).min(ttl)
+}
+
+/// Reads at startup, then every `ttl`, retrying failures with backoff. Holds the source only weakly and only
+/// while reading, and stops when the source is dropped.
+async fn refresh_loop(source: Weak<VaultKeySource>, mut stop: watch::Receiver<()>, ttl: Duration) {
+    let mut reason = Reason::Startup;
+    let mut failures = 0u32;
+    loop {
+        let Some(strong) = source.upgrade() else {
+            return;
+        };
+        let wait = match strong.read_serialized(reason).await {
+            Ok(()) => {
+                failures = 0;
+                reason = Reason::Refresh;
+                ttl
+            }
+            Err(_) => {
+                failures = failures.saturating_add(1);
+                reason = Reason::Retry;
+                retry_delay(failures, ttl)
+            }
+        };
+        drop(strong);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // Only ever an error: the sender is never used, and is dropped with the source.
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers reads from a script; the last answer repeats. Counts calls.
+    #[derive(Debug)]
+    struct Script {
+        answers: Mutex<VecDeque<Result<&'static str, ReadError>>>,
+        calls: Arc<AtomicUsize>,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    }
+
+    #[async_trait]
+    impl FetchSecret for Script {
+        async fn fetch(&self) -> Result<ApiKey, ReadError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.expect("gate open").forget();
+            }
+            let mut answers = self.answers.lock().expect("not poisoned");
+            let answer = if answers.len() > 1 {
+                answers.pop_front().expect("non-empty")
+            } else {
+                answers.front().cloned().expect("non-empty")
+            };
+            answer.map(ApiKey::new)
+        }
+    }
+
+    fn source(
+        answers: Vec<Result<&'static str, ReadError>>,
+        ttl: Duration,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> (Arc<VaultKeySource>, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let script = Script {
+            answers: Mutex::new(answers.into()),
+            calls: calls.clone(),
+            gate,
+        };
+        let source = VaultKeySource::spawn(
+            "vault.example".into(),
+            "NAME".into(),
+            Box::new(script),
+            ttl,
+            Arc::new(Metrics::new(false)),
+        )
+        .expect("runtime present");
+        (source, calls)
+    }
+
+    /// Lets the refresh task run until it waits on its timer again.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_is_capped() {
+        let ttl = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n, ttl).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            retry_delay(5, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(retry_delay(u32::MAX, ttl), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn identity_choice_follows_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            Identity::from_lookup(env(&[])),
+            Identity::Managed { client_id: None }
+        );
+        assert_eq!(
+            Identity::from_lookup(env(&[("AZURE_CLIENT_ID", "abc")])),
+            Identity::Managed {
+                client_id: Some("abc".into())
+            }
+        );
+        assert_eq!(
+            Identity::from_lookup(env(&[
+                ("AZURE_CLIENT_ID", "abc"),
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ])),
+            Identity::Workload
+        );
+        assert_eq!(
+            Identity::from_lookup(env(&[
+                ("AZURE_CLIENT_ID", "abc"),
+                ("AZURE_TENANT_ID", ""),
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ])),
+            Identity::Managed {
+                client_id: Some("abc".into())
+            }
+        );
+    }
+
+    #[test]
+    fn error_text_is_one_bounded_line() {
+        let long = std::io::Error::other(format!("a\nb {}", "x".repeat(1000)));
+        let text = error_text(&long);
+        assert!(!text.contains('\n'));
+        assert_eq!(text.chars().count(), MAX_ERROR_TEXT + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_read_failures_back_off_then_the_key_arrives() {
+        let (source, calls) = source(
+            vec![
+                Err(ReadError::Unreachable("down".into())),
+                Err(ReadError::Unreachable("down".into())),
+                Ok("k1"),
+            ],
+            Duration::from_secs(300),
+            None,
+        );
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(source.current().is_none());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "retried before 1 s");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "second retry before 2 s");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            source.current().map(|k| k.expose().to_owned()),
+            Some("k1".into())
+        );
+        assert!(source.key_age().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_keeps_the_last_key() {
+        let ttl = Duration::from_secs(60);
+        let (source, calls) = source(
+            vec![
+                Ok("k1"),
+                Err(ReadError::Http {
+                    status: 500,
+                    message: "boom".into(),
+                }),
+            ],
+            ttl,
+            None,
+        );
+        settle().await;
+        assert_eq!(
+            source.current().map(|k| k.expose().to_owned()),
+            Some("k1".into())
+        );
+        tokio::time::advance(ttl).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            source.current().map(|k| k.expose().to_owned()),
+            Some("k1".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_forced_reads_share_one_call() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(1));
+        let (source, calls) = source(
+            vec![Ok("old"), Ok("new")],
+            Duration::from_secs(300),
+            Some(gate.clone()),
+        );
+        settle().await;
+        assert_eq!(
+            source.current().map(|k| k.expose().to_owned()),
+            Some("old".into())
+        );
+        let rejected = ApiKey::new("old");
+        let mut waiting = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let source = source.clone();
+            let rejected = rejected.clone();
+            waiting.spawn(async move { source.refresh_after_rejection(&rejected, "test").await });
+        }
+        settle().await;
+        // One forced read is in flight, blocked on the gate; the other four wait for it.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        gate.add_permits(1);
+        while let Some(result) = waiting.join_next().await {
+            let key = result.expect("task ran");
+            assert_eq!(key.map(|k| k.expose().to_owned()), Some("new".into()));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_of_an_already_replaced_key_reads_nothing() {
+        let (source, calls) = source(vec![Ok("current")], Duration::from_secs(300), None);
+        settle().await;
+        let key = source
+            .refresh_after_rejection(&ApiKey::new("older"), "test")
+            .await;
+        assert_eq!(key.map(|k| k.expose().to_owned()), Some("current".into()));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresh_task_stops_when_the_source_is_dropped() {
+        let (source, calls) = source(vec![Ok("k")], Duration::from_secs(1), None);
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let weak = Arc::downgrade(&source);
+        drop(source);
+        settle().await;
+        tokio::time::advance(Duration::from_secs(10)).await;
+        settle().await;
+        assert!(weak.upgrade().is_none());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "read after the source was dropped"
+        );
     }
 }

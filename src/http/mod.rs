@@ -33,6 +33,7 @@ use crate::outbound;
 use crate::ratelimit::ClientLimiter;
 use crate::scoring::Scorer;
 use crate::upstream::RiskShieldClient;
+use crate::vault::VaultKeySource;
 
 /// The response body type of every answer.
 pub type Body = Full<Bytes>;
@@ -75,11 +76,14 @@ impl AppState {
                 let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
                 let keys = match source {
                     KeySourceConfig::Env(key) => KeySource::Static(key.clone()),
-                    KeySourceConfig::Vault { .. } => {
-                        return Err(ServeError::Setup(
-                            "Key Vault support is not built in yet".into(),
-                        ));
-                    }
+                    KeySourceConfig::Vault {
+                        url,
+                        secret_name,
+                        ttl,
+                    } => KeySource::Vault(
+                        VaultKeySource::start(url, secret_name, *ttl, &http, metrics.clone())
+                            .map_err(ServeError::Setup)?,
+                    ),
                 };
                 let client = RiskShieldClient::new(&config, http, keys, metrics.clone())
                     .map_err(ServeError::Setup)?;

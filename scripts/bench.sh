@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Measures applicant-validator against the best plain proxy (nginx) and the raw fake upstream, in one run,
+# interleaved, and reports ratios (absolute numbers drift on a shared machine; ratios in one run do not).
+#
+#   A: POST /v1/score straight to the fake RiskShield          (the physical limit of this hop)
+#   B: the same POST through nginx proxy_pass with keepalive   (the best plain proxy)
+#   C: POST /api/v1/validate through applicant-validator       (the static musl release binary, JSON logs to a file)
+#
+# Usage: scripts/bench.sh [--quick] [--write]
+#   --quick   a few seconds, same code paths (CI runs this so the script never rots)
+#   --write   also write the report to docs/benchmarks.md (default for full runs, off for --quick)
+# Tunables (env): BENCH_DURATION (10s), BENCH_CONNECTIONS (50), BENCH_THREADS (2), BENCH_RUNS (3),
+#                 BENCH_SAMPLES (20, for cold start and healthcheck).
+# Everything runs on 127.0.0.1; every load is bounded in time; everything started is stopped by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=false
+write=true
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=true; write=false ;;
+    --write) write=true ;;
+    *) echo "usage: $0 [--quick] [--write]" >&2; exit 64 ;;
+  esac
+done
+if $quick; then
+  DURATION=${BENCH_DURATION:-2s}; CONNECTIONS=${BENCH_CONNECTIONS:-10}; RUNS=${BENCH_RUNS:-1}; SAMPLES=${BENCH_SAMPLES:-3}
+else
+  DURATION=${BENCH_DURATION:-10s}; CONNECTIONS=${BENCH_CONNECTIONS:-50}; RUNS=${BENCH_RUNS:-3}; SAMPLES=${BENCH_SAMPLES:-20}
+fi
+THREADS=${BENCH_THREADS:-2}
+TARGET=x86_64-unknown-linux-musl
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------------------------
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v musl-gcc >/dev/null 2>&1 || need_apt+=(musl-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+rustup target add "$TARGET" >/dev/null 2>&1 || true
+
+log "building the static release binary and the fake upstream"
+cargo build --locked --release --target "$TARGET" --bin applicant-validator --example fake_riskshield >&2
+BIN=target/$TARGET/release/applicant-validator
+FAKE=target/$TARGET/release/examples/fake_riskshield
+
+# --- processes ---------------------------------------------------------------------------------------------
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+probe() { python3 scripts/bench_probe.py "$@"; }
+FAKE_PORT=$(probe free-port)
+NGINX_PORT=$(probe free-port)
+SVC_PORT=$(probe free-port)
+
+"$FAKE" --listen "127.0.0.1:$FAKE_PORT" --score 42 --level MEDIUM >"$WORK/fake.log" 2>&1 &
+PIDS+=($!)
+probe wait-http "$FAKE_PORT" /health
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream riskshield { server 127.0.0.1:$FAKE_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /health { return 200 "ok"; }
+    location / {
+      proxy_pass http://riskshield;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+probe wait-http "$NGINX_PORT" /health
+
+HOST=127.0.0.1 PORT=$SVC_PORT RISKSHIELD_API_KEY=bench-key RISKSHIELD_API_URL="http://127.0.0.1:$FAKE_PORT/v1" \
+  LOG_FORMAT=json "$BIN" serve >"$WORK/service.log" 2>&1 &
+SVC_PID=$!
+PIDS+=("$SVC_PID")
+probe wait-http "$SVC_PORT" /health
+read -r IDLE_RSS IDLE_HWM < <(probe rss "$SVC_PID")
+
+BODY='{"firstName":"Thandi","lastName":"Nkosi","idNumber":"9001011234088"}'
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+# to_ms VALUE: wrk prints latencies as 512.00us, 1.23ms or 1.02s.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) n = n / 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n = n * 1000
+    printf "%.3f", n }'
+}
+
+# run NAME URL [SCRIPT]: one wrk run, appends "NAME rps p50_ms p99_ms errors" to results.
+run() {
+  local name=$1 url=$2 script=${3:-} out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${script:+-s "$script"} "$url")
+  local rps p50 p99 non2xx sock
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+  sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' <<<"$out")
+  echo "$name ${rps:-0} $p50 $p99 $(( ${non2xx:-0} + ${sock:-0} ))" >>"$WORK/results"
+  log "$name: ${rps:-0} req/s, p50 ${p50} ms, p99 ${p99} ms"
+}
+
+stat_of() { curl_stats | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+curl_stats() {
+  python3 - "$FAKE_PORT" <<'PY'
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+    s.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+print(data.split(b"\r\n\r\n", 1)[1].decode())
+PY
+}
+
+c_requests=0
+c_connections=0
+for i in $(seq 1 "$RUNS"); do
+  log "round $i of $RUNS"
+  run A "http://127.0.0.1:$FAKE_PORT/v1/score" "$WORK/post.lua"
+  run B "http://127.0.0.1:$NGINX_PORT/v1/score" "$WORK/post.lua"
+  r0=$(stat_of requests); k0=$(stat_of connections)
+  run C "http://127.0.0.1:$SVC_PORT/api/v1/validate" "$WORK/post.lua"
+  r1=$(stat_of requests); k1=$(stat_of connections)
+  c_requests=$(( c_requests + r1 - r0 ))
+  c_connections=$(( c_connections + k1 - k0 ))
+  run H "http://127.0.0.1:$SVC_PORT/health"
+done
+read -r LOAD_RSS LOAD_HWM < <(probe rss "$SVC_PID")
+
+log "cold start and healthcheck ($SAMPLES samples each)"
+COLD_PORT=$(probe free-port)
+COLD_MS=$(probe cold-start "$BIN" "$SAMPLES" "$COLD_PORT" RISKSHIELD_API_KEY=bench-key "RISKSHIELD_API_URL=http://127.0.0.1:$FAKE_PORT/v1")
+read -r HC_MS HC_RSS < <(probe healthcheck "$BIN" "$SAMPLES" "$SVC_PORT")
+BIN_BYTES=$(stat -c %s "$BIN")
+LOG_LINES=$(wc -l <"$WORK/service.log")
+
+# --- report ------------------------------------------------------------------------------------------------
+REPORT=$(python3 - "$WORK/results" <<PY
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, rps, p50, p99, errors = line.split()
+    rows.setdefault(name, []).append((float(rps), float(p50), float(p99), int(errors)))
+def med(name, i):
+    return statistics.median(r[i] for r in rows[name])
+def errs(name):
+    return sum(r[3] for r in rows[name])
+labels = {"A": "A: fake upstream direct (POST /v1/score)", "B": "B: nginx proxy_pass + keepalive",
+          "C": "C: applicant-validator (POST /api/v1/validate)", "H": "applicant-validator GET /health"}
+print("| path | req/s (median) | p50 ms | p99 ms | errors |")
+print("|---|---:|---:|---:|---:|")
+for name in "ABCH":
+    print(f"| {labels[name]} | {med(name, 0):,.0f} | {med(name, 1):.2f} | {med(name, 2):.2f} | {errs(name)} |")
+print()
+cb, ca = med("C", 0) / med("B", 0), med("C", 0) / med("A", 0)
+p99 = med("C", 2) / med("B", 2)
+print("| ratio | value | goal |")
+print("|---|---:|---|")
+print(f"| C/B throughput | {cb:.2f} | >= 0.90 |")
+print(f"| C/A throughput | {ca:.2f} | |")
+print(f"| C/B p99 latency | {p99:.2f} | <= 1.20 |")
+PY
+)
+conn_ratio=$(python3 -c "print(f'{$c_requests / max($c_connections, 1):,.0f}')")
+MACHINE="$(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
+OUT=$(cat <<MD
+# Benchmarks
+
+Measured $(date -u '+%Y-%m-%d %H:%M UTC') with \`scripts/bench.sh$($quick && echo ' --quick')\` on $MACHINE.
+wrk: $THREADS threads, $CONNECTIONS connections, $DURATION per run, $RUNS interleaved runs of A, B and C (medians).
+All processes share the same cores on 127.0.0.1, so compare the ratios, not the absolute numbers.
+
+$REPORT
+
+| measure | value | goal |
+|---|---:|---|
+| static binary size | $BIN_BYTES bytes ($(awk -v b="$BIN_BYTES" 'BEGIN {printf "%.2f", b/1048576}') MiB) | |
+| cold start (exec to first 200 on /health, median of $SAMPLES) | $COLD_MS ms | <= 20 ms |
+| RSS idle (VmRSS) | $(( IDLE_RSS / 1024 )) MiB ($IDLE_RSS KiB) | <= 8 MB |
+| RSS after load (VmRSS / VmHWM) | $(( LOAD_RSS / 1024 )) / $(( LOAD_HWM / 1024 )) MiB | <= 32 MB |
+| healthcheck subcommand wall time (median of $SAMPLES) | $HC_MS ms | <= 5 ms |
+| healthcheck subcommand max RSS (median) | $HC_RSS KiB | |
+| upstream requests per upstream connection (C) | $conn_ratio ($c_requests requests over $c_connections connections) | >= 100 |
+| service log lines written during the run | $LOG_LINES | |
+MD
+)
+echo "$OUT"
+if $write; then
+  mkdir -p docs
+  echo "$OUT" >docs/benchmarks.md
+  log "wrote docs/benchmarks.md"
+fi

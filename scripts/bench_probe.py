@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Timing probes for scripts/bench.sh that a shell cannot take precisely.
+
+  cold-start BIN RUNS PORT [ENV=VALUE ...]   exec -> first HTTP 200 on /health, median ms of RUNS
+  healthcheck BIN RUNS PORT                  wall ms and max RSS KiB of `BIN healthcheck`, medians of RUNS
+  rss PID                                    VmRSS and VmHWM of a process, in KiB
+  wait-http PORT PATH                        wait (at most 20 s) until GET PATH answers 200
+  free-port                                  print a free TCP port on 127.0.0.1
+
+Only 127.0.0.1 is contacted. Every wait is bounded.
+"""
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+
+def first_200(port, deadline, path="/health"):
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(request)
+                head = s.recv(64)
+                if head.startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def cold_start(binary, runs, port, env_pairs):
+    env = {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "WARN"}
+    env.update(pair.split("=", 1) for pair in env_pairs)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ok = first_200(port, time.monotonic() + 10)
+        elapsed = (time.perf_counter() - start) * 1000
+        proc.terminate()
+        proc.wait(timeout=10)
+        if not ok:
+            sys.exit("cold start: no 200 within 10 s")
+        samples.append(elapsed)
+    print(f"{statistics.median(samples):.2f}")
+
+
+def healthcheck(binary, runs, port):
+    env = {"PORT": str(port)}
+    walls, rss = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.Popen([binary, "healthcheck"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        walls.append((time.perf_counter() - start) * 1000)
+        rss.append(usage.ru_maxrss)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            sys.exit(f"healthcheck exited {proc.returncode}")
+    print(f"{statistics.median(walls):.2f} {int(statistics.median(rss))}")
+
+
+def rss(pid):
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = rest.split()[0]
+    print(values.get("VmRSS", "0"), values.get("VmHWM", "0"))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "cold-start":
+        cold_start(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:])
+    elif cmd == "healthcheck":
+        healthcheck(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "rss":
+        rss(sys.argv[2])
+    elif cmd == "wait-http":
+        if not first_200(int(sys.argv[2]), time.monotonic() + 20, sys.argv[3]):
+            sys.exit(f"no 200 from 127.0.0.1:{sys.argv[2]}{sys.argv[3]} within 20 s")
+    elif cmd == "free-port":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            print(s.getsockname()[1])
+    else:
+        sys.exit(__doc__)

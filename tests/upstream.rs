@@ -1,0 +1,457 @@
+//! The upstream call against a scripted fake RiskShield: every row of the contract's table, with the exact
+//! number of attempts the fake received.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{
+    FakeUpstream, Step, TestServer, applicant, closed_port, config, get, post_json, send,
+};
+use http::{Method, StatusCode};
+use serde_json::json;
+
+/// A server pointed at `fake` with fast retries; `extra` overrides.
+async fn server(url: &str, extra: &[(&str, &str)]) -> TestServer {
+    let mut vars = vec![
+        ("RISKSHIELD_API_KEY", "test-key-123"),
+        ("RISKSHIELD_API_URL", url),
+        ("RISKSHIELD_RETRY_BASE_DELAY", "10ms"),
+        ("RISKSHIELD_TIMEOUT", "2s"),
+    ];
+    vars.extend_from_slice(extra);
+    TestServer::start(config(&vars)).await
+}
+
+async fn validate(s: &TestServer) -> common::Reply {
+    post_json(&s.url("/api/v1/validate"), &applicant()).await
+}
+
+#[tokio::test]
+async fn a_valid_answer_is_passed_through_with_the_contract_headers_and_body() {
+    let fake = FakeUpstream::start(Step::ok(73, "HIGH")).await;
+    let s = server(&fake.url(), &[]).await;
+    let r = send(
+        Method::POST,
+        &s.url("/api/v1/validate"),
+        &[("content-type", "application/json"), ("x-correlation-id", "corr-7")],
+        serde_json::to_vec(&json!({"firstName": "  Thandi ", "lastName": " Nkosi", "idNumber": "9001011234088", "ignored": true}))
+            .expect("json"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        json!({"riskScore": 73, "riskLevel": "HIGH", "correlationId": "corr-7"})
+    );
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(req.method, Method::POST);
+    assert_eq!(req.path, "/v1/score");
+    assert_eq!(req.headers["x-api-key"], "test-key-123");
+    assert_eq!(req.headers["x-correlation-id"], "corr-7");
+    assert_eq!(req.headers["content-type"], "application/json");
+    assert_eq!(
+        req.headers["user-agent"],
+        concat!("applicant-validator/", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        req.body,
+        json!({"firstName": "Thandi", "lastName": "Nkosi", "idNumber": "9001011234088"})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_generated_correlation_id_is_sent_upstream() {
+    let fake = FakeUpstream::start(Step::ok(1, "LOW")).await;
+    let s = server(&fake.url(), &[]).await;
+    let r = validate(&s).await;
+    let id = r.header("x-correlation-id").expect("id");
+    assert_eq!(fake.requests()[0].headers["x-correlation-id"], id);
+    assert_eq!(r.json()["correlationId"], id);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_up_to_max_attempts() {
+    let fake = FakeUpstream::start(Step::status(500)).await;
+    let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "3")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(fake.count(), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn max_attempts_one_means_no_retry() {
+    let fake = FakeUpstream::start(Step::status(502)).await;
+    let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "1")]).await;
+    assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(fake.count(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_503_then_200_succeeds_on_the_second_attempt() {
+    let fake = FakeUpstream::scripted(vec![Step::status(503)], Step::ok(12, "LOW")).await;
+    let s = server(&fake.url(), &[]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["riskScore"], 12);
+    assert_eq!(fake.count(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn request_timeout_408_is_retried() {
+    let fake = FakeUpstream::scripted(vec![Step::status(408)], Step::ok(12, "LOW")).await;
+    let s = server(&fake.url(), &[]).await;
+    assert_eq!(validate(&s).await.status, StatusCode::OK);
+    assert_eq!(fake.count(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_before_the_next_attempt() {
+    let fake = FakeUpstream::scripted(
+        vec![Step::status(429).with_header("retry-after", "1")],
+        Step::ok(30, "MEDIUM"),
+    )
+    .await;
+    let s = server(&fake.url(), &[("RISKSHIELD_RETRY_BASE_DELAY", "1ms")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    // A lower bound only: the second attempt must not come before the Retry-After.
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_secs(1),
+        "{:?}",
+        seen[1].at - seen[0].at
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+    let fake = FakeUpstream::scripted(
+        vec![Step::status(503).with_header("retry-after", when)],
+        Step::ok(30, "MEDIUM"),
+    )
+    .await;
+    let s = server(&fake.url(), &[]).await;
+    assert_eq!(validate(&s).await.status, StatusCode::OK);
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    // HTTP dates have one-second resolution, so at least one second has passed.
+    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_final_unavailable_answer_carries_the_upstream_retry_after() {
+    let fake = FakeUpstream::start(Step::status(503).with_header("retry-after", "1")).await;
+    let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "2")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(fake.count(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_that_would_overrun_the_request_deadline_is_not_made() {
+    let fake = FakeUpstream::start(Step::status(503).with_header("retry-after", "5")).await;
+    let s = server(&fake.url(), &[("REQUEST_TIMEOUT", "2s")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(fake.count(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    for status in [400, 404, 409, 422] {
+        let fake = FakeUpstream::start(Step::status(status)).await;
+        let s = server(&fake.url(), &[]).await;
+        let r = validate(&s).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{status}");
+        assert_eq!(r.code(), "UPSTREAM_ERROR");
+        assert_eq!(fake.count(), 1, "{status}");
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_answers_are_502_after_one_attempt() {
+    let oversized = format!(
+        r#"{{"riskScore":5,"riskLevel":"LOW","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    for body in [
+        "garbage".to_string(),
+        r#"{"riskScore":150,"riskLevel":"HIGH"}"#.into(),
+        r#"{"riskScore":50,"riskLevel":"SEVERE"}"#.into(),
+        r#"{"riskScore":50,"riskLevel":"high"}"#.into(),
+        r#"{"riskScore":50.0,"riskLevel":"HIGH"}"#.into(),
+        r#"{"riskLevel":"HIGH"}"#.into(),
+        r#"{"riskScore":50}"#.into(),
+        String::new(),
+        oversized,
+    ] {
+        let fake = FakeUpstream::start(Step::body(body.clone())).await;
+        let s = server(&fake.url(), &[]).await;
+        let r = validate(&s).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_GATEWAY,
+            "{}",
+            &body[..body.len().min(60)]
+        );
+        assert_eq!(r.code(), "UPSTREAM_ERROR");
+        assert_eq!(fake.count(), 1);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_upstream_times_out_per_attempt() {
+    let fake = FakeUpstream::start(Step::Slow(Duration::from_secs(30))).await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("RISKSHIELD_TIMEOUT", "200ms"),
+            ("RISKSHIELD_MAX_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.code(), "TIMEOUT_ERROR");
+    assert_eq!(fake.count(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_deadline_bounds_everything() {
+    let fake = FakeUpstream::start(Step::Slow(Duration::from_secs(30))).await;
+    let s = server(
+        &fake.url(),
+        &[("RISKSHIELD_TIMEOUT", "10s"), ("REQUEST_TIMEOUT", "300ms")],
+    )
+    .await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.code(), "TIMEOUT_ERROR");
+    assert_eq!(fake.count(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_closed_without_an_answer_is_retried_then_503() {
+    let fake = FakeUpstream::start(Step::Close).await;
+    let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "3")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(fake.count(), 3);
+    assert_eq!(fake.connections(), 3);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn nothing_listening_is_503() {
+    let addr = closed_port().await;
+    let s = server(
+        &format!("http://{addr}/v1"),
+        &[("RISKSHIELD_MAX_ATTEMPTS", "2")],
+    )
+    .await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unauthorized_with_an_env_key_is_502_after_one_attempt() {
+    for status in [401, 403] {
+        let fake = FakeUpstream::start(Step::status(status)).await;
+        let s = server(&fake.url(), &[]).await;
+        let r = validate(&s).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(r.code(), "UPSTREAM_AUTH_ERROR");
+        assert_eq!(fake.count(), 1);
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_the_threshold_and_stops_calls() {
+    let fake = FakeUpstream::start(Step::status(500)).await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("RISKSHIELD_MAX_ATTEMPTS", "1"),
+            ("CIRCUIT_FAILURE_THRESHOLD", "3"),
+            ("CIRCUIT_OPEN_DURATION", "60s"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
+    }
+    assert_eq!(fake.count(), 3);
+    for _ in 0..5 {
+        let r = validate(&s).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.code(), "CIRCUIT_OPEN");
+        let retry_after: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!((1..=60).contains(&retry_after));
+    }
+    assert_eq!(fake.count(), 3, "no calls while open");
+    // Readiness reports the open breaker.
+    let ready = get(&s.url("/ready")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["checks"]["riskshield_api"], false);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_breaker_half_opens_and_closes_after_a_good_probe() {
+    let fake = FakeUpstream::scripted(
+        vec![Step::status(500), Step::status(500)],
+        Step::ok(9, "LOW"),
+    )
+    .await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("RISKSHIELD_MAX_ATTEMPTS", "1"),
+            ("CIRCUIT_FAILURE_THRESHOLD", "2"),
+            ("CIRCUIT_OPEN_DURATION", "300ms"),
+        ],
+    )
+    .await;
+    validate(&s).await;
+    validate(&s).await;
+    assert_eq!(validate(&s).await.code(), "CIRCUIT_OPEN");
+    // Poll (bounded) until the open period is over; the probe then succeeds and closes the breaker.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = validate(&s).await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.code(), "CIRCUIT_OPEN");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "breaker never half-opened"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fake.count(), 3);
+    assert_eq!(validate(&s).await.status, StatusCode::OK);
+    assert_eq!(fake.count(), 4);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn client_errors_reset_the_breaker_count() {
+    let fake = FakeUpstream::scripted(
+        vec![Step::status(500), Step::status(400), Step::status(500)],
+        Step::status(500),
+    )
+    .await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("RISKSHIELD_MAX_ATTEMPTS", "1"),
+            ("CIRCUIT_FAILURE_THRESHOLD", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(validate(&s).await.code(), "UPSTREAM_ERROR");
+    assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(validate(&s).await.code(), "CIRCUIT_OPEN");
+    assert_eq!(fake.count(), 4);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn connections_are_reused() {
+    let fake = FakeUpstream::start(Step::ok(5, "LOW")).await;
+    let s = server(&fake.url(), &[]).await;
+    for _ in 0..200 {
+        assert_eq!(validate(&s).await.status, StatusCode::OK);
+    }
+    assert_eq!(fake.count(), 200);
+    assert!(
+        fake.connections() <= 2,
+        "{} connections",
+        fake.connections()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_checks_the_upstream_host_without_calling_score() {
+    let fake = FakeUpstream::start(Step::ok(5, "LOW")).await;
+    let s = server(&fake.url(), &[]).await;
+    let r = get(&s.url("/ready")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        json!({"ready": true, "checks": {"riskshield_api": true}})
+    );
+    assert_eq!(fake.count(), 0, "readiness never calls /score");
+    s.stop().await;
+
+    let addr = closed_port().await;
+    let s = server(&format!("http://{addr}/v1"), &[]).await;
+    let r = get(&s.url("/api/v1/ready")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.json(),
+        json!({"ready": false, "checks": {"riskshield_api": false}})
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_call_sends_the_same_correlation_id_every_time() {
+    let fake = FakeUpstream::scripted(
+        vec![Step::status(500), Step::status(502)],
+        Step::ok(1, "LOW"),
+    )
+    .await;
+    let s = server(&fake.url(), &[]).await;
+    let r = send(
+        Method::POST,
+        &s.url("/validate"),
+        &[
+            ("content-type", "application/json"),
+            ("x-correlation-id", "same-id"),
+        ],
+        Bytes::from(serde_json::to_vec(&applicant()).expect("json")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ids: Vec<_> = fake
+        .requests()
+        .iter()
+        .map(|r| r.headers["x-correlation-id"].clone())
+        .collect();
+    assert_eq!(ids, vec!["same-id"; 3]);
+    s.stop().await;
+}
