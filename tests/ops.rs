@@ -17,6 +17,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 
+// The Key Vault fakes of tests/vault.rs; this file uses only some of them.
+#[allow(dead_code)]
+mod vault_support;
+
 const GOOD_ID: &str = "8001015009087";
 /// The fake RiskShield answers 500 for ID numbers starting with 9.
 const FAILING_ID: &str = "9001011234088";
@@ -67,39 +71,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Answer {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(source, 0))
-            .expect("bind source");
-        let stream = socket.connect(self.addr).await.expect("connect");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-        tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        send_to(self.addr, source, method, path, headers, body).await
     }
 
     async fn send(&self, method: Method, path: &str) -> Answer {
@@ -135,6 +107,50 @@ impl Server {
             answer.headers
         );
         String::from_utf8(answer.body.to_vec()).expect("utf-8")
+    }
+}
+
+/// One request to `addr` on a fresh connection from `source`.
+async fn send_to(
+    addr: SocketAddr,
+    source: IpAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind source");
+    let stream = socket.connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
     }
 }
 
@@ -584,4 +600,43 @@ async fn without_a_limit_validations_carry_no_rate_limit_headers() {
         assert_eq!(answer.header("x-ratelimit-limit"), "");
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn vault_reads_and_the_key_age_are_exposed() {
+    let key = "rs-key-ops-5c1f";
+    let fx = vault_support::Fixture::start(vault_support::VaultMode::Secret(key.into()), key, true)
+        .await;
+    let app = vault_support::App::start(&fx.env("5m")).await;
+    app.wait_ready(StatusCode::OK).await;
+    let (status, body) = app.validate().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let answer = send_to(app.addr, localhost(), Method::GET, "/metrics", &[], "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = String::from_utf8(answer.body.to_vec()).expect("utf-8");
+    let reads: BTreeMap<String, f64> = [(r#"outcome="success""#.to_owned(), 1.0)]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        samples(&text, "applicant_validator_vault_reads_total"),
+        reads,
+        "\n{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "applicant_validator_vault_read_duration_seconds_count",
+            ""
+        ),
+        Some(1.0)
+    );
+    let age = sample(&text, "applicant_validator_vault_key_age_seconds", "").expect("key age");
+    assert!((0.0..300.0).contains(&age), "{age}");
+    assert_eq!(
+        sample(&text, "applicant_validator_circuit_breaker_state", ""),
+        Some(0.0)
+    );
+    assert_eq!(fx.vault.reads(), 1);
+    assert!(!text.contains(key), "the key must never appear in metrics");
 }
