@@ -75,7 +75,7 @@ fn run_serve(args: &config::ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    logging::init(config.log_level, config.log_format);
+    let _logs = logging::init(config.log_level, config.log_format);
     if config.demo_mode {
         tracing::warn!(
             "DEMO MODE: scores are computed locally from the ID number; RiskShield is not called"
