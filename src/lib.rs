@@ -10,7 +10,7 @@
 //! - [`outbound`]: the one hyper + rustls client stack with bundled roots; [`azure_transport`] puts the Azure
 //!   SDK on it.
 //! - [`error`]: typed errors and the single mapping to HTTP answers.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-client rate limiting of validations.
 //! - [`healthcheck`]: the `healthcheck` subcommand for Docker's HEALTHCHECK.
 //! - [`logging`]: JSON log lines.
 
@@ -24,6 +24,7 @@ pub mod keysource;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod ratelimit;
 pub mod scoring;
 pub mod upstream;
 pub mod validation;

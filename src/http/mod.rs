@@ -30,6 +30,7 @@ use crate::config::{Config, CorsOrigins, KeySourceConfig};
 use crate::keysource::KeySource;
 use crate::metrics::Metrics;
 use crate::outbound;
+use crate::ratelimit::ClientLimiter;
 use crate::scoring::Scorer;
 use crate::upstream::RiskShieldClient;
 use crate::vault::VaultKeySource;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub config: Config,
     pub scorer: Scorer,
     pub metrics: Arc<Metrics>,
+    /// Per-client limiter for validations; `None` when RATE_LIMIT_PER_MINUTE is 0.
+    pub limiter: Option<Arc<ClientLimiter>>,
     /// Set once shutdown begins: /health answers 503 and connections close after their current request.
     pub draining: AtomicBool,
     pub(crate) openapi: Bytes,
@@ -87,8 +90,11 @@ impl AppState {
                 Scorer::RiskShield(Arc::new(client))
             }
         };
+        let limiter =
+            ClientLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst).map(Arc::new);
         Ok(Arc::new(Self {
             openapi: routes::openapi_document(),
+            limiter,
             config,
             scorer,
             metrics,
@@ -127,6 +133,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
+    if let Some(limiter) = &state.limiter {
+        limiter.spawn_sweeper();
+    }
     let cors = cors_layer(&state.config.cors_origins);
     let limit = Arc::new(Semaphore::new(state.config.max_connections));
     let (drain_tx, drain_rx) = watch::channel(());

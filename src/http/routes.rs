@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{AppState, Body, RequestContext};
 use crate::error::{AppError, retry_after_secs};
+use crate::ratelimit;
 use crate::scoring::Scorer;
 use crate::validation;
 
@@ -103,19 +104,13 @@ pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Bod
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => match validate(state, &ctx, request).await {
-            Ok(response) => response,
-            Err(e) => error_response(&e, &ctx.correlation_id),
-        },
+        Route::Validate | Route::ApiValidate => rate_limited(state, &ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => bytes_response(
             "text/html; charset=utf-8",
             Bytes::from_static(DOCS_HTML.as_bytes()),
         ),
-        Route::Metrics => bytes_response(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Bytes::from(state.metrics.encode()),
-        ),
+        Route::Metrics => metrics(state),
         Route::Unmatched => error_response(&AppError::NotFound, &ctx.correlation_id),
     }
 }
@@ -149,6 +144,46 @@ async fn ready(state: &AppState) -> Response<Body> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &json!({"ready": ready, "checks": checks}))
+}
+
+/// Refreshes the gauges that mirror other components' state, then encodes every series.
+fn metrics(state: &AppState) -> Response<Body> {
+    let metrics = &state.metrics;
+    if let Scorer::RiskShield(client) = &state.scorer {
+        metrics.set_breaker_state(client.breaker().state().code());
+        metrics.set_breaker_transitions(client.breaker().transitions());
+        metrics.set_vault_key_age(client.keys().key_age());
+    }
+    if let Some(limiter) = &state.limiter {
+        metrics.set_rate_limit_clients(limiter.clients());
+    }
+    bytes_response(crate::metrics::CONTENT_TYPE, Bytes::from(metrics.encode()))
+}
+
+/// The rate limit runs before anything else a validation does, so a throttled client costs one map
+/// lookup; every validate answer, refusals and errors included, reports the client's allowance.
+async fn rate_limited(
+    state: &AppState,
+    ctx: &RequestContext,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let decision = state.limiter.as_ref().map(|limiter| {
+        let client = ratelimit::client_key(
+            ctx.peer.ip(),
+            request.headers(),
+            state.config.trust_forwarded_for,
+        );
+        limiter.check(client)
+    });
+    let result = match decision.and_then(|d| d.retry_after) {
+        Some(retry_after) => Err(AppError::RateLimited { retry_after }),
+        None => validate(state, ctx, request).await,
+    };
+    let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.correlation_id));
+    if let Some(decision) = decision {
+        decision.write_headers(response.headers_mut());
+    }
+    response
 }
 
 /// The validation answer.
