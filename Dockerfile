@@ -17,6 +17,8 @@
 # therefore never touches the Rust image with either builder. There is no `# syntax=` line on purpose:
 # BuildKit would pull the named frontend image, which an offline machine cannot do.
 
+# The builder image for variant 1; override it to use a registry mirror.
+ARG RUST_IMAGE=rust:1-bookworm
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/applicant-validator/applicant-validator
@@ -74,7 +76,7 @@ COPY dist/fake_riskshield /fake-riskshield
 
 # ---------------------------------------------------------------------------------------------------------
 # Variant 1: build inside the official Rust image.
-FROM rust:1-bookworm AS builder
+FROM ${RUST_IMAGE} AS builder
 ARG TARGET=x86_64-unknown-linux-musl
 RUN rustup target add "${TARGET}" \
     && apt-get update \
