@@ -8,7 +8,8 @@
 #
 #   2. From binaries built on the host, for machines that cannot pull anything (CI):
 #        scripts/build-image.sh
-#      which runs `cargo release-static`, copies the binaries to dist/ (mode 0555) and builds
+#      which runs `cargo release-static`, copies the binaries to dist/service/app and
+#      dist/fake/fake-riskshield (mode 0555) and builds
 #        docker build --target prebuilt -t applicant-validator .
 #        docker build --target fake-riskshield-prebuilt -t fake-riskshield .
 #
@@ -49,10 +50,12 @@ ENTRYPOINT ["/app"]
 CMD ["serve"]
 
 # ---------------------------------------------------------------------------------------------------------
-# Variant 2: the binary built on the host (scripts/build-image.sh puts it in dist/ with mode 0555; COPY keeps
-# the mode, and the legacy builder has no --chmod).
+# Variant 2: the binary built on the host. scripts/build-image.sh puts it at dist/service/app with mode 0555
+# (COPY keeps the mode; the legacy builder has no --chmod). The directory is copied rather than the file so
+# that, with the legacy builder, the multi-stage default target (which walks through this stage) still
+# builds when dist/ holds no binaries: the repository keeps the directories with an ignored .keep file.
 FROM runtime-base AS prebuilt
-COPY dist/applicant-validator /app
+COPY dist/service/ /
 
 # The fake RiskShield (examples/fake_riskshield.rs) for the end-to-end check and the local compose stack.
 FROM scratch AS fake-riskshield-base
@@ -72,7 +75,7 @@ STOPSIGNAL SIGTERM
 ENTRYPOINT ["/fake-riskshield"]
 
 FROM fake-riskshield-base AS fake-riskshield-prebuilt
-COPY dist/fake_riskshield /fake-riskshield
+COPY dist/fake/ /
 
 # ---------------------------------------------------------------------------------------------------------
 # Variant 1: build inside the official Rust image.

@@ -42,17 +42,17 @@ command -v musl-gcc >/dev/null || command -v x86_64-linux-musl-gcc >/dev/null ||
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
-mkdir -p "$context/dist"
+mkdir -p "$context/dist/service" "$context/dist/fake"
 
 # Two cargo invocations on purpose: building an example unifies dev-dependency features (tokio's test-util)
 # into the shared dependency graph, which must not leak into the shipped binary.
 echo "== cargo build --release --target $TARGET (applicant-validator)"
 cargo build --locked --release --target "$TARGET" --bin applicant-validator
-install -m 0555 "$OUT/applicant-validator" "$context/dist/applicant-validator"
+install -m 0555 "$OUT/applicant-validator" "$context/dist/service/app"
 if [[ "$SKIP_FAKE" != 1 ]]; then
     echo "== cargo build --release --target $TARGET (example fake_riskshield)"
     cargo build --locked --release --target "$TARGET" --example fake_riskshield
-    install -m 0555 "$OUT/examples/fake_riskshield" "$context/dist/fake_riskshield"
+    install -m 0555 "$OUT/examples/fake_riskshield" "$context/dist/fake/fake-riskshield"
 fi
 cp Dockerfile "$context/Dockerfile"
 

@@ -33,8 +33,12 @@ fail() {
     failures=$((failures + 1))
 }
 
+compose_up=0
 cleanup() {
     local c
+    if ((compose_up)); then
+        "${compose[@]}" down --timeout 5 >/dev/null 2>&1 || true
+    fi
     for c in "${containers[@]}"; do
         docker rm -f "$c" >/dev/null 2>&1 || true
     done
@@ -319,6 +323,48 @@ if ((fake_exit == 0)); then
     pass fake-stop "the fake RiskShield exits 0 on SIGTERM"
 else
     fail fake-stop "the fake RiskShield exited $fake_exit on SIGTERM"
+fi
+
+# --- the local compose stack runs from the same images ------------------------------------------------------
+compose_cli=()
+if docker compose version >/dev/null 2>&1; then
+    compose_cli=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    compose_cli=(docker-compose)
+fi
+# free_port: a loopback port nothing listens on (a fixed 8080 could collide with the machine's own services).
+free_port() {
+    local port
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 20000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+if ((${#compose_cli[@]} == 0)); then
+    echo "SKIP compose: neither 'docker compose' nor 'docker-compose' is installed"
+else
+    service_port="$(free_port)"
+    compose=(env "IMAGE=${IMAGE%%:*}" "FAKE_IMAGE=${FAKE_IMAGE%%:*}" "TAG=$RUN_ID" "HOST_PORT=$service_port"
+        "FAKE_HOST_PORT=$(free_port)" "${compose_cli[@]}" -p "$RUN_ID" -f compose.yaml)
+    compose_up=1
+    if "${compose[@]}" up -d --no-build >"$work/compose.log" 2>&1; then
+        service="$("${compose[@]}" ps -q applicant-validator)"
+        wait_health "$service" healthy 30 >/dev/null || true
+        code="$(validate "http://127.0.0.1:$service_port")"
+        if [[ "$code" == 200 ]] && grep -q '"riskScore":42,"riskLevel":"MEDIUM"' "$work/body"; then
+            pass compose "compose.yaml stack (service + fake RiskShield, same images) answers 200 $(cat "$work/body")"
+        else
+            fail compose "POST /api/v1/validate through the compose stack: $code $(cat "$work/body" 2>/dev/null)"
+        fi
+    else
+        fail compose "compose up failed: $(tail -n 3 "$work/compose.log" | tr '\n' ' ')"
+    fi
+    "${compose[@]}" down --timeout 15 >>"$work/compose.log" 2>&1 || true
+    compose_up=0
 fi
 
 # --- nothing left behind -----------------------------------------------------------------------------------
