@@ -47,17 +47,22 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# A command failing outside a check still says where, instead of ending the run silently.
+trap 'echo "FAIL check-image: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # run_container SUFFIX ARGS...: starts a detached container named $RUN_ID-SUFFIX and remembers it for
 # cleanup. Not called in a subshell (the list must survive), so the name is left in $started.
 started=""
+# A failed start is reported as its own FAIL line; the checks that follow then fail on their own.
 run_container() {
     started="$RUN_ID-$1"
     shift
     containers+=("$started")
-    docker run -d --name "$started" "$@" >/dev/null
+    if ! docker run -d --name "$started" "$@" >/dev/null 2>"$work/run.err"; then
+        fail "start-${started#"$RUN_ID"-}" "docker run failed: $(head -n 1 "$work/run.err")"
+    fi
 }
 
 # wait_health CONTAINER WANT TIMEOUT_S: polls docker's health status; prints the elapsed ms.
@@ -253,12 +258,12 @@ fi
 # SIGSTOP of PID 1, not `docker pause`: this engine stops running health probes while a container is paused
 # and marks it unhealthy at once, which would prove nothing about the probe. A stopped process still has its
 # listening socket, so the probe connects and then times out, exactly like a hung server.
-docker kill --signal SIGSTOP "$service" >/dev/null
+docker kill --signal SIGSTOP "$service" >/dev/null 2>&1 || true
 if waited="$(wait_health "$service" unhealthy 30)"; then
-    streak="$(docker inspect -f '{{.State.Health.FailingStreak}}' "$service")"
+    streak="$(docker inspect -f '{{.State.Health.FailingStreak}}' "$service" || echo '?')"
     reason="$(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$service" | grep unhealthy | tail -n 1 || true)"
     unhealthy_detail="unhealthy after ${waited}ms, $streak failed probes (retries 2): $reason"
-    docker kill --signal SIGCONT "$service" >/dev/null
+    docker kill --signal SIGCONT "$service" >/dev/null 2>&1 || true
     if recovered="$(wait_health "$service" healthy 30)"; then
         pass hung-unhealthy "$unhealthy_detail; healthy again ${recovered}ms after SIGCONT"
     else
@@ -268,7 +273,7 @@ else
     docker kill --signal SIGCONT "$service" >/dev/null 2>&1 || true
     fail hung-unhealthy "still not unhealthy 30s after SIGSTOP: $waited"
 fi
-docker rm -f "$service" >/dev/null
+docker rm -f "$service" >/dev/null 2>&1 || true
 
 # --- end to end: the service calls the fake RiskShield on a private network ----------------------------------
 docker network create "$NETWORK" >/dev/null
@@ -305,21 +310,21 @@ fi
 inflight=$!
 sleep 0.5
 stop_start="$(now_ms)"
-docker stop -t $((SHUTDOWN_GRACE_S + 10)) "$service" >/dev/null
+docker stop -t $((SHUTDOWN_GRACE_S + 10)) "$service" >/dev/null 2>&1 || true
 stop_ms=$(($(now_ms) - stop_start))
 wait "$inflight" || true
 inflight_code="$(cat "$work/inflight.code")"
-exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$service")"
+exit_code="$(docker inspect -f '{{.State.ExitCode}}' "$service" 2>/dev/null || echo none)"
 logs="$(docker logs "$service" 2>/dev/null)"
-if ((exit_code == 0 && stop_ms <= SHUTDOWN_GRACE_S * 1000)) && [[ "$inflight_code" == 200 ]] &&
+if [[ "$exit_code" == 0 ]] && ((stop_ms <= SHUTDOWN_GRACE_S * 1000)) && [[ "$inflight_code" == 200 ]] &&
     grep -q 'shutting down, draining' <<<"$logs" && grep -q 'drained, exiting' <<<"$logs"; then
     pass graceful-stop "docker stop took ${stop_ms}ms (SHUTDOWN_GRACE ${SHUTDOWN_GRACE_S}s), exit 0, in-flight request answered $inflight_code, logged 'shutting down, draining' and 'drained, exiting'"
 else
     fail graceful-stop "stop took ${stop_ms}ms, exit $exit_code, in-flight answered $inflight_code; log tail: $(tail -n 3 <<<"$logs" | tr '\n' ' ')"
 fi
-docker stop -t 5 "$fake" >/dev/null
-fake_exit="$(docker inspect -f '{{.State.ExitCode}}' "$fake")"
-if ((fake_exit == 0)); then
+docker stop -t 5 "$fake" >/dev/null 2>&1 || true
+fake_exit="$(docker inspect -f '{{.State.ExitCode}}' "$fake" 2>/dev/null || echo none)"
+if [[ "$fake_exit" == 0 ]]; then
     pass fake-stop "the fake RiskShield exits 0 on SIGTERM"
 else
     fail fake-stop "the fake RiskShield exited $fake_exit on SIGTERM"
