@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the container images without pulling anything: the static musl binaries are built on the host and
+# copied into the FROM scratch stages of the Dockerfile (`--target prebuilt` and `fake-riskshield-prebuilt`).
+#
+# Environment (all optional):
+#   IMAGE       service image name            (default applicant-validator)
+#   FAKE_IMAGE  fake RiskShield image name    (default fake-riskshield)
+#   TAG         tag for both                  (default: the crate version, e.g. 0.1.0)
+#   SKIP_FAKE   1 = build only the service image
+#   CARGO_TARGET_DIR is honoured.
+#
+# Prints the built image references on the last lines as `IMAGE_REF=...` and `FAKE_IMAGE_REF=...`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=x86_64-unknown-linux-musl
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
+REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+if [[ "$REVISION" != unknown ]] && ! git diff --quiet HEAD -- 2>/dev/null; then
+    REVISION="${REVISION}-dirty"
+fi
+IMAGE="${IMAGE:-applicant-validator}"
+FAKE_IMAGE="${FAKE_IMAGE:-fake-riskshield}"
+TAG="${TAG:-$VERSION}"
+SKIP_FAKE="${SKIP_FAKE:-0}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+OUT="$TARGET_DIR/$TARGET/release"
+
+die() {
+    echo "build-image: $*" >&2
+    exit 1
+}
+
+command -v docker >/dev/null || die "docker is not installed"
+command -v cargo >/dev/null || die "cargo is not installed"
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$TARGET"; then
+    rustup target add "$TARGET" >/dev/null
+fi
+# ring compiles C for the target: musl-tools provides musl-gcc, which the cc crate finds on its own.
+command -v musl-gcc >/dev/null || command -v x86_64-linux-musl-gcc >/dev/null ||
+    die "no musl C compiler: apt-get install -y musl-tools"
+
+context="$(mktemp -d)"
+trap 'rm -rf "$context"' EXIT
+mkdir -p "$context/dist/service" "$context/dist/fake"
+
+# Two cargo invocations on purpose: building an example unifies dev-dependency features (tokio's test-util)
+# into the shared dependency graph, which must not leak into the shipped binary.
+echo "== cargo build --release --target $TARGET (applicant-validator)"
+cargo build --locked --release --target "$TARGET" --bin applicant-validator
+install -m 0555 "$OUT/applicant-validator" "$context/dist/service/app"
+if [[ "$SKIP_FAKE" != 1 ]]; then
+    echo "== cargo build --release --target $TARGET (example fake_riskshield)"
+    cargo build --locked --release --target "$TARGET" --example fake_riskshield
+    install -m 0555 "$OUT/examples/fake_riskshield" "$context/dist/fake/fake-riskshield"
+fi
+cp Dockerfile "$context/Dockerfile"
+
+# The build context is only the Dockerfile and the binaries: small, and nothing else can leak into a layer.
+build() {
+    local stage="$1" ref="$2"
+    echo "== docker build --target $stage -t $ref"
+    docker build --quiet \
+        --target "$stage" \
+        --build-arg "VERSION=$VERSION" \
+        --build-arg "REVISION=$REVISION" \
+        -t "$ref" "$context" >/dev/null
+}
+build prebuilt "$IMAGE:$TAG"
+if [[ "$SKIP_FAKE" != 1 ]]; then
+    build fake-riskshield-prebuilt "$FAKE_IMAGE:$TAG"
+fi
+
+echo "IMAGE_REF=$IMAGE:$TAG"
+if [[ "$SKIP_FAKE" != 1 ]]; then
+    echo "FAKE_IMAGE_REF=$FAKE_IMAGE:$TAG"
+fi
