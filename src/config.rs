@@ -482,8 +482,9 @@ impl Config {
         let id_number_strict = r.flag("ID_NUMBER_STRICT", false);
         let extra_ca_certs = r.parse("EXTRA_CA_CERTS", Vec::new(), read_pem_roots);
         let metrics_enabled = r.flag("METRICS_ENABLED", true);
-        let rate_limit_per_minute = r.number("RATE_LIMIT_PER_MINUTE", 0u32, 0, 1_000_000);
-        let rate_limit_burst = r.number("RATE_LIMIT_BURST", rate_limit_per_minute, 0, 1_000_000);
+        let rate_limit_per_minute = r.number("RATE_LIMIT_PER_MINUTE", 0u32, 0, 1_000_000_000);
+        let rate_limit_burst =
+            r.number("RATE_LIMIT_BURST", rate_limit_per_minute, 0, 1_000_000_000);
         if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
             r.errors.push(
                 "RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
