@@ -455,3 +455,29 @@ async fn a_retried_call_sends_the_same_correlation_id_every_time() {
     assert_eq!(ids, vec!["same-id"; 3]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_cuts_off_requests_still_running_when_the_grace_period_ends() {
+    let fake = FakeUpstream::start(Step::Hold).await;
+    let s = server(
+        &fake.url(),
+        &[("SHUTDOWN_GRACE", "200ms"), ("RISKSHIELD_TIMEOUT", "60s")],
+    )
+    .await;
+    let request = http::Request::post(s.url("/api/v1/validate"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(
+            serde_json::to_vec(&applicant()).expect("json"),
+        )))
+        .expect("request");
+    let pending = tokio::spawn(async move { common::client().request(request).await });
+    fake.wait_for(1).await;
+    // Returns once the grace period is over, with the held request still unanswered.
+    s.stop().await;
+    let outcome = pending.await.expect("client task");
+    assert!(
+        outcome.is_err(),
+        "the connection was closed without an answer: {outcome:?}"
+    );
+    fake.release();
+}
