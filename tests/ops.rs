@@ -8,14 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use applicant_validator::Config;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::oneshot;
 
 // The Key Vault fakes of tests/vault.rs; this file uses only some of them.
 #[allow(dead_code)]
@@ -25,41 +23,25 @@ const GOOD_ID: &str = "8001015009087";
 /// The fake RiskShield answers 500 for ID numbers starting with 9.
 const FAILING_ID: &str = "9001011234088";
 
+mod common;
+
+/// The server under test (tests/common), with helpers to send from chosen source addresses.
 struct Server {
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    inner: common::TestServer,
 }
 
 impl Server {
     async fn start(vars: &[(&str, &str)]) -> Server {
-        let map: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let config = Config::from_lookup(|name| map.get(name).cloned()).expect("valid config");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            applicant_validator::serve(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        });
+        let inner = common::TestServer::start(common::config(vars)).await;
         Server {
-            addr,
-            stop: Some(stop),
-            task,
+            addr: inner.addr,
+            inner,
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("server task");
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 
     /// One request on a fresh connection from `source` (a loopback address such as 127.0.0.2).
