@@ -30,6 +30,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The command line, with the top-level `--help` also listing every `serve` option and its environment
+    /// variable, so an operator finds the variables without knowing the subcommand's help exists.
+    pub fn command_with_env_help() -> clap::Command {
+        use clap::CommandFactory;
+        let serve = ServeArgs::augment_args(clap::Command::new("serve"));
+        let lines: Vec<String> = serve
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_string_lossy().into_owned();
+                Some(format!("  {env:<32} --{}", arg.get_long()?))
+            })
+            .collect();
+        Cli::command().after_help(format!(
+            "Environment variables of `serve` (a flag wins over its variable; `serve --help` says what each does):\n{}",
+            lines.join("\n")
+        ))
+    }
+}
+
 /// The two things the binary does.
 #[derive(Debug, Subcommand)]
 pub enum Command {

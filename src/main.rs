@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use applicant_validator::config::{self, Cli, Command, Config, EXIT_CONFIG};
 use applicant_validator::{healthcheck, http, logging};
-use clap::Parser;
+use clap::FromArgMatches;
 
 /// musl's malloc takes a global lock; the static binary uses mimalloc instead (measured in docs/benchmarks.md).
 #[cfg(target_env = "musl")]
@@ -13,7 +13,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let healthcheck_requested = std::env::args().nth(1).as_deref() == Some("healthcheck");
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command_with_env_help()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

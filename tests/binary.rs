@@ -53,6 +53,16 @@ async fn version_and_help() {
     ] {
         assert!(out.contains(&format!("env: {var}")), "--help lacks {var}");
     }
+    let (code, out, _) = run(&["--help"], &[]).await;
+    assert_eq!(code, 0);
+    for var in [
+        "KEY_VAULT_URL",
+        "RISKSHIELD_API_KEY",
+        "RATE_LIMIT_PER_MINUTE",
+        "MAX_CONNECTIONS",
+    ] {
+        assert!(out.contains(var), "top-level --help lacks {var}");
+    }
     let (code, out, _) = run(&["healthcheck", "--help"], &[]).await;
     assert_eq!(code, 0);
     assert!(out.contains("--timeout") && out.contains("--url"));
