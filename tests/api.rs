@@ -561,3 +561,31 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 5, "{answer}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(config(&[("HEADER_READ_TIMEOUT", "200ms")])).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .expect("write");
+    // The server gives up on the half-sent head and closes the connection; the outer bound only keeps a broken
+    // server from hanging the test.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    s.stop().await;
+}
