@@ -144,7 +144,6 @@ impl RiskShieldClient {
                 .as_ref()
                 .is_err_and(UpstreamError::is_breaker_failure),
         );
-        self.metrics.set_breaker_state(self.breaker.state().code());
         result
     }
 
