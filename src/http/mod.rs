@@ -286,7 +286,8 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
         let correlation_id = correlation_id(request.headers());
         let method = request.method().clone();
         let route = routes::Route::of(request.uri().path());
-        let path = loggable_path(request.uri().path());
+        // A Uri clone shares its bytes; the path is only cut for the log line if a line is written.
+        let uri = request.uri().clone();
         request.extensions_mut().insert(RequestContext {
             correlation_id: correlation_id.clone(),
             peer: self.peer,
@@ -308,7 +309,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
             state.metrics.request(route, &method, status, elapsed);
             tracing::info!(
                 method = %method,
-                path = %path,
+                path = loggable_path(uri.path()),
                 status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 correlation_id = correlation_id.to_str().unwrap_or_default(),
@@ -339,12 +340,12 @@ pub fn correlation_id(headers: &http::HeaderMap) -> HeaderValue {
 }
 
 /// The path as logged: at most 200 bytes, cut on a character boundary, so a huge URL cannot bloat the logs.
-fn loggable_path(path: &str) -> String {
+fn loggable_path(path: &str) -> &str {
     let mut end = path.len().min(200);
     while !path.is_char_boundary(end) {
         end -= 1;
     }
-    path[..end].to_owned()
+    &path[..end]
 }
 
 #[cfg(test)]
