@@ -49,7 +49,10 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 rustup target add "$TARGET" >/dev/null 2>&1 || true
 
 log "building the static release binary and the fake upstream"
-cargo build --locked --release --target "$TARGET" --bin applicant-validator --example fake_riskshield >&2
+# Two commands, as scripts/build-image.sh does: building the example in the same command would unify the
+# dev-dependencies' features (tokio's test-util) into the service binary, and it would not be the shipped one.
+cargo build --locked --release --target "$TARGET" --bin applicant-validator >&2
+cargo build --locked --release --target "$TARGET" --example fake_riskshield >&2
 BIN=target/$TARGET/release/applicant-validator
 FAKE=target/$TARGET/release/examples/fake_riskshield
 
