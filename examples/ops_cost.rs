@@ -45,7 +45,7 @@ fn report(name: &str, calls: u32, work: impl Fn(u32) + Sync) {
 }
 
 fn main() {
-    let metrics = Metrics::new(true);
+    let metrics = Metrics::new();
     let post = Method::POST;
     report("metrics: in-flight guard + request record", CALLS, |i| {
         let _guard = metrics.in_flight();

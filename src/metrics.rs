@@ -263,7 +263,6 @@ impl Default for Series {
 /// Process-wide metrics. Cheap to record from any thread; encoded on demand by the /metrics handler.
 #[derive(Debug)]
 pub struct Metrics {
-    enabled: bool,
     series: std::sync::Arc<Series>,
     registry: Registry,
 }
@@ -278,23 +277,20 @@ impl Drop for InFlight<'_> {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// Metrics recording; `enabled` only decides whether /metrics is served (recording is too cheap to
-    /// be worth a branch on every call).
-    pub fn new(enabled: bool) -> Self {
+    /// Metrics recording. It is always on, whatever METRICS_ENABLED says (that setting only decides whether
+    /// /metrics is served): recording is too cheap to be worth a branch on every call.
+    pub fn new() -> Self {
         let series = std::sync::Arc::new(Series::default());
         let mut registry = Registry::with_prefix("applicant_validator");
         registry.register_collector(Box::new(series.clone()));
-        Self {
-            enabled,
-            series,
-            registry,
-        }
-    }
-
-    /// Whether /metrics is served.
-    pub fn enabled(&self) -> bool {
-        self.enabled
+        Self { series, registry }
     }
 
     /// Counts a request as in flight until the guard is dropped.
@@ -564,7 +560,7 @@ mod tests {
 
     #[test]
     fn the_exposition_has_exact_series() {
-        let metrics = Metrics::new(true);
+        let metrics = Metrics::new();
         let get = Method::GET;
         metrics.request(
             Route::Health,

@@ -593,7 +593,7 @@ mod tests {
             "NAME".into(),
             Box::new(script),
             ttl,
-            Arc::new(Metrics::new(false)),
+            Arc::new(Metrics::new()),
         )
         .expect("runtime present");
         (source, calls)

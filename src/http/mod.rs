@@ -69,7 +69,7 @@ impl AppState {
     /// Builds the shared state: the outbound client, the key source (starting the vault's background reads)
     /// and the scorer.
     pub fn build(config: Config) -> Result<Arc<Self>, ServeError> {
-        let metrics = Arc::new(Metrics::new(config.metrics_enabled));
+        let metrics = Arc::new(Metrics::new());
         let scorer = match &config.key_source {
             None => Scorer::Demo,
             Some(source) => {
