@@ -112,6 +112,8 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub correlation_id: HeaderValue,
+    /// The route the path matched, found once for the router, the metrics and the log line.
+    pub route: routes::Route,
     pub peer: SocketAddr,
     pub started: Instant,
 }
@@ -290,6 +292,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
         let uri = request.uri().clone();
         request.extensions_mut().insert(RequestContext {
             correlation_id: correlation_id.clone(),
+            route,
             peer: self.peer,
             started,
         });

@@ -79,7 +79,7 @@ pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Bod
     let Some(ctx) = request.extensions().get::<RequestContext>().cloned() else {
         return error_response(&AppError::NotFound, &HeaderValue::from_static(""));
     };
-    let route = Route::of(request.uri().path());
+    let route = ctx.route;
     if route == Route::Metrics && !state.config.metrics_enabled {
         return error_response(&AppError::NotFound, &ctx.correlation_id);
     }
