@@ -546,25 +546,6 @@ impl Config {
             max_connections,
         })
     }
-
-    /// A configuration for tests and embedding: every default, demo mode, loopback.
-    pub fn demo() -> Self {
-        let lookup = |name: &str| match name {
-            "HOST" => Some("127.0.0.1".to_string()),
-            "DEMO_MODE" => Some("true".to_string()),
-            _ => None,
-        };
-        match Self::from_lookup(lookup) {
-            Ok(config) => config,
-            // The defaults are constants of this file; a failure here is a bug caught by the unit tests.
-            Err(e) => unreachable!("default configuration is invalid: {e}"),
-        }
-    }
-
-    /// True when ENVIRONMENT names production.
-    pub fn is_prod(&self) -> bool {
-        is_prod(&self.environment)
-    }
 }
 
 fn check_upstream_url(value: &str, prod: bool, allow_insecure: bool) -> Result<String, String> {
@@ -672,7 +653,6 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.cors_origins, CorsOrigins::Any);
-        assert_eq!(Config::demo().host, IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 
     #[test]
