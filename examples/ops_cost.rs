@@ -9,9 +9,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use applicant_validator::http::routes::Route;
-use applicant_validator::metrics::Metrics;
 use applicant_validator::ratelimit::ClientLimiter;
+use applicant_validator::routes::Route;
+use applicant_validator::telemetry::metrics::Metrics;
 use http::{Method, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -3,13 +3,15 @@
 //! It speaks HTTP/1.1 directly over a TCP connection to loopback (hyper's `client::conn`), so no proxy
 //! variable is ever consulted and there is no pool, no TLS and no DNS. One deadline bounds everything.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+
+use crate::config::parse::{parse_host, parse_port};
 
 /// What to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +107,56 @@ async fn exchange(probe: &Probe) -> Result<StatusCode, String> {
     Ok(response.status())
 }
 
+/// Where `healthcheck` connects: HOST/PORT with the unspecified addresses mapped to loopback, because a probe
+/// inside the container must reach the server on the loopback interface.
+pub fn probe_addr(host: Option<&str>, port: Option<&str>) -> Result<SocketAddr, Vec<String>> {
+    let mut errors = Vec::new();
+    let host = match host.map(str::trim).filter(|h| !h.is_empty()) {
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(h) => parse_host(h).unwrap_or_else(|why| {
+            errors.push(format!("HOST: {why} (got {h:?})"));
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }),
+    };
+    let host = match host {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    let port = match port.map(str::trim).filter(|p| !p.is_empty()) {
+        None => 8080,
+        Some(p) => parse_port(p).unwrap_or_else(|why| {
+            errors.push(format!("PORT: {why} (got {p:?})"));
+            0
+        }),
+    };
+    if errors.is_empty() {
+        Ok((host, port).into())
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_maps_unspecified_hosts_to_loopback() {
+        assert_eq!(
+            probe_addr(Some("0.0.0.0"), Some("9000")),
+            Ok("127.0.0.1:9000".parse().expect("addr"))
+        );
+        assert_eq!(
+            probe_addr(Some("::"), Some("9000")),
+            Ok("[::1]:9000".parse().expect("addr"))
+        );
+        assert_eq!(
+            probe_addr(None, None),
+            Ok("127.0.0.1:8080".parse().expect("addr"))
+        );
+        assert!(probe_addr(Some("nowhere"), Some("x")).is_err_and(|e| e.len() == 2));
+    }
 
     #[test]
     fn urls() {

@@ -1,34 +1,38 @@
 //! applicant-validator: validates loan applicants and scores them with the RiskShield risk API.
 //!
-//! Module map:
-//! - [`config`]: the command line and environment, parsed and validated once, all problems reported at once.
-//! - [`http`]: the server (accept loop, limits, graceful shutdown) and [`http::routes`] (handlers).
-//! - [`validation`]: request body checks with per-field details.
-//! - [`scoring`]: the demo scorer and the [`scoring::Scorer`] the handlers call.
-//! - [`upstream`]: the RiskShield client (timeouts, retries, answer checks) and [`breaker`], its circuit breaker.
-//! - [`keysource`]: where the API key comes from; [`vault`] reads it from Azure Key Vault.
-//! - [`outbound`]: the one hyper + rustls client stack with bundled roots; [`azure_transport`] puts the Azure
-//!   SDK on it.
-//! - [`error`]: typed errors and the single mapping to HTTP answers.
-//! - [`metrics`]: Prometheus metrics; [`ratelimit`]: per-client rate limiting of validations.
-//! - [`healthcheck`]: the `healthcheck` subcommand for Docker's HEALTHCHECK.
-//! - [`logging`]: JSON log lines.
+//! # Layers
+//! Imports only point down this list; no module imports one above it, and none imports in a circle.
+//!
+//! 1. [`domain`] (Applicant, Score, RiskLevel, ApiKey, demo scoring) and [`routes`] (the route table): they
+//!    import nothing of the crate.
+//! 2. [`config`]: settings parsed and validated once, every problem reported at once. [`validation`]: request
+//!    bodies to an [`domain::Applicant`] or per-field details. [`error`]: typed errors and the one mapping to
+//!    HTTP answers.
+//! 3. [`telemetry`]: JSON log lines and Prometheus metrics. [`outbound`]: the one hyper + rustls client stack
+//!    with bundled roots. [`ratelimit`]: per-client limiting of validations.
+//! 4. [`keys`]: where the API key comes from (a fixed key, or Azure Key Vault with Managed Identity on the
+//!    outbound stack).
+//! 5. [`upstream`]: the RiskShield client (timeouts, retries, breaker, answer checks).
+//! 6. [`scoring`]: the demo scorer or RiskShield, behind one [`scoring::Scorer`].
+//! 7. [`http`]: the server, the request envelope and the handlers, over an [`http::AppState`].
+//! 8. [`app`]: the composition root, the only module that knows all of the above and wires them.
+//! 9. [`cli`] (the command line) and [`healthcheck`] (the `healthcheck` subcommand), used by `main`.
 
-pub mod azure_transport;
-pub mod breaker;
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod healthcheck;
 pub mod http;
-pub mod keysource;
-pub mod logging;
-pub mod metrics;
+pub mod keys;
 pub mod outbound;
 pub mod ratelimit;
+pub mod routes;
 pub mod scoring;
+pub mod telemetry;
 pub mod upstream;
 pub mod validation;
-pub mod vault;
 
+pub use app::serve;
 pub use config::Config;
-pub use http::serve;

@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
-use applicant_validator::config::{self, Cli, Command, Config, EXIT_CONFIG};
-use applicant_validator::{healthcheck, http, logging};
+use applicant_validator::cli::{Cli, Command, HealthcheckArgs, ServeArgs};
+use applicant_validator::config::{self, Config, EXIT_CONFIG};
+use applicant_validator::telemetry::logging;
+use applicant_validator::{app, healthcheck};
 use clap::FromArgMatches;
 
 /// musl's malloc takes a global lock; the static binary uses mimalloc instead (measured in docs/benchmarks.md).
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_healthcheck(args: &config::HealthcheckArgs) -> ExitCode {
+fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
     let fail = |message: &str| {
         eprintln!("{message}");
         ExitCode::from(1)
@@ -47,7 +49,7 @@ fn run_healthcheck(args: &config::HealthcheckArgs) -> ExitCode {
     };
     let probe = match &args.url {
         Some(url) => healthcheck::Probe::from_url(url),
-        None => config::probe_addr(&args.listen)
+        None => healthcheck::probe_addr(args.listen.host.as_deref(), args.listen.port.as_deref())
             .map(healthcheck::Probe::local)
             .map_err(|e| e.join("; ")),
     };
@@ -68,7 +70,7 @@ fn run_healthcheck(args: &config::HealthcheckArgs) -> ExitCode {
     }
 }
 
-fn run_serve(args: &config::ServeArgs) -> ExitCode {
+fn run_serve(args: &ServeArgs) -> ExitCode {
     let config = match Config::from_lookup(|name| args.lookup(name)) {
         Ok(config) => config,
         Err(errors) => {
@@ -104,7 +106,7 @@ fn run_serve(args: &config::ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match http::serve(config, listener, shutdown_signal()).await {
+        match app::serve(config, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");

@@ -6,14 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// A validated applicant; names are trimmed, as they are sent upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Applicant {
-    pub first_name: String,
-    pub last_name: String,
-    pub id_number: String,
-}
+use crate::domain::Applicant;
 
 /// One problem with one field, as shown in an error's `details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

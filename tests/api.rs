@@ -485,7 +485,7 @@ async fn openapi_lists_exactly_the_routes_served() {
         }
     }
     documented.sort();
-    let mut served: Vec<(String, String)> = applicant_validator::http::routes::Route::ALL
+    let mut served: Vec<(String, String)> = applicant_validator::routes::Route::ALL
         .iter()
         .map(|(_, path, method)| (method.to_string(), path.to_string()))
         .collect();

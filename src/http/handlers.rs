@@ -3,76 +3,21 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AppState, Body, RequestContext};
-use crate::error::{AppError, retry_after_secs};
+use super::docs::{DOCS_HTML, VERSION};
+use super::response::{bytes_response, error_response, json_response};
+use super::state::{AppState, Body, RequestContext};
+use crate::domain::RiskLevel;
+use crate::error::AppError;
 use crate::ratelimit;
+use crate::routes::Route;
 use crate::scoring::Scorer;
+use crate::telemetry::metrics;
 use crate::validation;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Every route the server answers, as a fixed set (also the metrics label set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    Root,
-    Health,
-    ApiHealth,
-    Ready,
-    HealthReady,
-    ApiReady,
-    Validate,
-    ApiValidate,
-    OpenApi,
-    Docs,
-    Metrics,
-    /// Any other path; one label, whatever the path was.
-    Unmatched,
-}
-
-impl Route {
-    /// Every matched route with its path and method.
-    pub const ALL: [(Route, &'static str, Method); 11] = [
-        (Route::Root, "/", Method::GET),
-        (Route::Health, "/health", Method::GET),
-        (Route::ApiHealth, "/api/v1/health", Method::GET),
-        (Route::Ready, "/ready", Method::GET),
-        (Route::HealthReady, "/health/ready", Method::GET),
-        (Route::ApiReady, "/api/v1/ready", Method::GET),
-        (Route::Validate, "/validate", Method::POST),
-        (Route::ApiValidate, "/api/v1/validate", Method::POST),
-        (Route::OpenApi, "/openapi.json", Method::GET),
-        (Route::Docs, "/docs", Method::GET),
-        (Route::Metrics, "/metrics", Method::GET),
-    ];
-
-    /// The route a path belongs to.
-    pub fn of(path: &str) -> Route {
-        Route::ALL
-            .iter()
-            .find(|(_, p, _)| *p == path)
-            .map_or(Route::Unmatched, |(route, _, _)| *route)
-    }
-
-    /// The path template, used as the metrics label.
-    pub fn label(self) -> &'static str {
-        Route::ALL
-            .iter()
-            .find(|(route, _, _)| *route == self)
-            .map_or("unmatched", |(_, path, _)| path)
-    }
-
-    fn method(self) -> Option<&'static Method> {
-        Route::ALL
-            .iter()
-            .find(|(route, _, _)| *route == self)
-            .map(|(_, _, m)| m)
-    }
-}
 
 /// Answers one request.
 pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
@@ -157,7 +102,7 @@ fn metrics(state: &AppState) -> Response<Body> {
     if let Some(limiter) = &state.limiter {
         metrics.set_rate_limit_clients(limiter.clients());
     }
-    bytes_response(crate::metrics::CONTENT_TYPE, Bytes::from(metrics.encode()))
+    bytes_response(metrics::CONTENT_TYPE, Bytes::from(metrics.encode()))
 }
 
 /// The rate limit runs before anything else a validation does, so a throttled client costs one map
@@ -191,7 +136,7 @@ async fn rate_limited(
 #[serde(rename_all = "camelCase")]
 struct Validated<'a> {
     risk_score: u8,
-    risk_level: crate::scoring::RiskLevel,
+    risk_level: RiskLevel,
     correlation_id: &'a str,
 }
 
@@ -253,58 +198,6 @@ fn is_json(value: Option<&HeaderValue>) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// A JSON answer.
-pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = bytes_response("application/json", Bytes::from(bytes));
-    *response.status_mut() = status;
-    response
-}
-
-fn bytes_response(content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-/// The error shape of the contract, with Retry-After and Allow where they apply.
-pub fn error_response(error: &AppError, correlation_id: &HeaderValue) -> Response<Body> {
-    let parts = error.parts();
-    let mut body = json!({
-        "error": parts.code,
-        "message": parts.message,
-        "correlationId": correlation_id.to_str().unwrap_or_default(),
-    });
-    if let AppError::Validation(details) = error {
-        body["details"] = json!(details);
-    }
-    let mut response = json_response(parts.status, &body);
-    let headers = response.headers_mut();
-    if let Some(after) = parts.retry_after {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(after)),
-        );
-    }
-    if let AppError::MethodNotAllowed { allow } = error {
-        headers.insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    response
-}
-
-const OPENAPI_TEMPLATE: &str = include_str!("openapi.json");
-const DOCS_HTML: &str = include_str!("docs.html");
-
-/// The OpenAPI document with this build's version filled in.
-pub fn openapi_document() -> Bytes {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(OPENAPI_TEMPLATE).unwrap_or_else(|_| json!({}));
-    doc["info"]["version"] = json!(VERSION);
-    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,20 +210,5 @@ mod tests {
         assert!(!is_json(v("application/problem+json").as_ref()));
         assert!(!is_json(v("text/plain").as_ref()));
         assert!(!is_json(None));
-    }
-
-    #[test]
-    fn routes_and_labels() {
-        assert_eq!(Route::of("/api/v1/validate"), Route::ApiValidate);
-        assert_eq!(Route::of("/api/v1/validate/"), Route::Unmatched);
-        assert_eq!(Route::Unmatched.label(), "unmatched");
-        assert_eq!(Route::HealthReady.label(), "/health/ready");
-    }
-
-    #[test]
-    fn the_openapi_template_is_valid_json_with_the_version() {
-        let doc: serde_json::Value = serde_json::from_slice(&openapi_document()).expect("json");
-        assert_eq!(doc["info"]["version"], VERSION);
-        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     }
 }

@@ -3,11 +3,18 @@
 //! The HTTP layer and the upstream client only see [`KeySource`]: they ask for the current key (never
 //! waiting for the vault) and, when the upstream refuses a key with 401/403, ask for a re-read. That keeps the
 //! vault's background refresh, caching and single-flight re-reads out of the request path.
+//!
+//! Inside: [`vault`] (the cached, refreshed secret), [`identity`] (which Azure credential), and [`transport`]
+//! (the Azure SDK on the service's own HTTP client).
+
+pub mod identity;
+pub mod transport;
+pub mod vault;
 
 use std::sync::Arc;
 
-use crate::config::ApiKey;
-use crate::vault::VaultKeySource;
+use crate::domain::ApiKey;
+use vault::VaultKeySource;
 
 /// The process-wide source of the API key. Cloning is cheap.
 #[derive(Clone, Debug)]
@@ -37,10 +44,11 @@ impl KeySource {
     ) -> Option<ApiKey> {
         match self {
             KeySource::Static(_) => None,
-            KeySource::Vault(vault) => vault
-                .refresh_after_rejection(rejected, correlation_id)
-                .await
-                .filter(|key| key != rejected),
+            KeySource::Vault(vault) => {
+                vault
+                    .refresh_after_rejection(rejected, correlation_id)
+                    .await
+            }
         }
     }
 

@@ -15,24 +15,21 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
-use azure_core::http::{ClientOptions, StatusCode, Url};
-use azure_identity::{
-    ClientAssertionCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
-};
+use azure_core::http::{StatusCode, Url};
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::azure_transport;
-use crate::config::{ApiKey, is_loopback_host};
-use crate::metrics::Metrics;
+use super::identity::Identity;
+use super::transport::{self, error_text};
+use crate::config::is_loopback_host;
+use crate::domain::ApiKey;
 use crate::outbound::HttpClient;
+use crate::telemetry::metrics::Metrics;
 
 /// Upper bound for one vault read, token acquisition and SDK retries included. The SDK's own budget is
-/// shorter (see [`azure_transport::client_options`]); this also covers IMDS, whose credential imposes its own
+/// shorter (see [`transport::client_options`]); this also covers IMDS, whose credential imposes its own
 /// long retry schedule.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,9 +38,6 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// Longest wait between retries of a failed read (also capped by SECRET_CACHE_TTL).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
-/// Error text longer than this is cut in logs: SDK errors can embed whole response bodies.
-const MAX_ERROR_TEXT: usize = 400;
 
 /// Why a vault read failed. The variants map to fixed metric labels and to what an operator should check.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -105,25 +99,6 @@ impl ReadError {
     }
 }
 
-/// The error and its causes on one line, cut to a loggable length.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
 /// Why a read happens, for the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
@@ -178,61 +153,6 @@ impl FetchSecret for SdkFetch {
         match secret.value {
             Some(value) if !value.trim().is_empty() => Ok(ApiKey::new(value.trim())),
             _ => Err(ReadError::Invalid("the secret is empty")),
-        }
-    }
-}
-
-/// Which identity the SDK authenticates as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// AKS Workload Identity: AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID are all set.
-    Workload,
-    /// Managed Identity (IDENTITY_ENDPOINT + IDENTITY_HEADER, or IMDS); a client id selects a user-assigned one.
-    Managed { client_id: Option<String> },
-}
-
-impl Identity {
-    /// Picks the identity from the environment (`lookup` maps a variable name to its value). Empty values
-    /// count as unset, as they do in the SDK.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        if set("AZURE_FEDERATED_TOKEN_FILE").is_some()
-            && set("AZURE_CLIENT_ID").is_some()
-            && set("AZURE_TENANT_ID").is_some()
-        {
-            Identity::Workload
-        } else {
-            Identity::Managed {
-                client_id: set("AZURE_CLIENT_ID"),
-            }
-        }
-    }
-
-    /// The SDK credential; the SDK itself reads the endpoint variables.
-    fn credential(&self, options: ClientOptions) -> azure_core::Result<Arc<dyn TokenCredential>> {
-        Ok(match self {
-            Identity::Workload => {
-                WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                    credential_options: ClientAssertionCredentialOptions {
-                        client_options: options,
-                    },
-                    ..Default::default()
-                }))?
-            }
-            Identity::Managed { client_id } => {
-                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                    user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                    client_options: options,
-                }))?
-            }
-        })
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            Identity::Workload => "workload identity",
-            Identity::Managed { client_id: None } => "system-assigned managed identity",
-            Identity::Managed { client_id: Some(_) } => "user-assigned managed identity",
         }
     }
 }
@@ -299,7 +219,7 @@ impl VaultKeySource {
             .to_owned();
         let identity = Identity::from_lookup(|name| std::env::var(name).ok());
         let credential = identity
-            .credential(azure_transport::client_options(http))
+            .credential(transport::client_options(http))
             .map_err(|e| {
                 format!(
                     "Azure identity ({}): {}",
@@ -315,7 +235,7 @@ impl VaultKeySource {
             url.as_str(),
             credential,
             Some(SecretClientOptions {
-                client_options: azure_transport::client_options(http),
+                client_options: transport::client_options(http),
                 verify_challenge_resource: Some(verify_challenge_resource),
                 ..Default::default()
             }),
@@ -377,7 +297,8 @@ impl VaultKeySource {
         self.lock_cache().as_ref().map(|c| c.read_at.elapsed())
     }
 
-    /// Re-reads the secret after the upstream refused `rejected` and returns the key now cached.
+    /// Re-reads the secret after the upstream refused `rejected` and returns the key now cached, if it is a
+    /// different one (`None`: nothing new to try).
     ///
     /// If the cache already holds another key, that key is returned without a read. A caller that arrives while
     /// a forced read is in flight shares its result; one that arrives during a scheduled read waits for it and
@@ -389,7 +310,7 @@ impl VaultKeySource {
         rejected: &ApiKey,
         correlation_id: &str,
     ) -> Option<ApiKey> {
-        if let Some(key) = self.current().filter(|key| key != rejected) {
+        if let Some(key) = self.replacement_for(rejected) {
             return Some(key);
         }
         // The number of the read whose result answers this caller.
@@ -403,14 +324,18 @@ impl VaultKeySource {
         };
         let _reading = self.read_lock.lock().await;
         let done = self.lock_reads().completed >= wanted;
-        let replaced = self.current().is_some_and(|key| key != *rejected);
-        if !done && !replaced {
+        if !done && self.replacement_for(rejected).is_none() {
             // A failure is logged and counted inside; the caller then sees the old key and gives up.
             let _ = self
                 .read_locked(Reason::Rejected, Some(correlation_id))
                 .await;
         }
-        self.current()
+        self.replacement_for(rejected)
+    }
+
+    /// The cached key if it differs from `rejected`: the only key worth retrying with.
+    fn replacement_for(&self, rejected: &ApiKey) -> Option<ApiKey> {
+        self.current().filter(|key| key != rejected)
     }
 
     /// One serialised read, as the refresh task does it.
@@ -470,27 +395,26 @@ impl VaultKeySource {
             Err(error) => {
                 let outcome = error.outcome();
                 self.metrics.vault_read(outcome, elapsed);
-                let have_key = self.current().is_some();
-                if have_key {
-                    tracing::warn!(
-                        vault = %self.vault_host,
-                        secret = %self.secret_name,
-                        reason = reason.as_str(),
-                    correlation_id,
-                        outcome,
-                        duration_ms,
-                        error = %error,
-                        "key vault read failed; still using the last key read"
-                    );
+                // Same fields either way; only the level and what it means for requests differ.
+                macro_rules! failed {
+                    ($level:ident, $message:literal) => {
+                        tracing::$level!(
+                            vault = %self.vault_host,
+                            secret = %self.secret_name,
+                            reason = reason.as_str(),
+                            correlation_id,
+                            outcome,
+                            duration_ms,
+                            error = %error,
+                            $message
+                        )
+                    };
+                }
+                if self.current().is_some() {
+                    failed!(warn, "key vault read failed; still using the last key read");
                 } else {
-                    tracing::error!(
-                        vault = %self.vault_host,
-                        secret = %self.secret_name,
-                        reason = reason.as_str(),
-                    correlation_id,
-                        outcome,
-                        duration_ms,
-                        error = %error,
+                    failed!(
+                        error,
                         "key vault read failed; no API key yet, validations answer 503"
                     );
                 }
@@ -616,53 +540,6 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(retry_delay(u32::MAX, ttl), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn identity_choice_follows_the_environment() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert_eq!(
-            Identity::from_lookup(env(&[])),
-            Identity::Managed { client_id: None }
-        );
-        assert_eq!(
-            Identity::from_lookup(env(&[("AZURE_CLIENT_ID", "abc")])),
-            Identity::Managed {
-                client_id: Some("abc".into())
-            }
-        );
-        assert_eq!(
-            Identity::from_lookup(env(&[
-                ("AZURE_CLIENT_ID", "abc"),
-                ("AZURE_TENANT_ID", "t"),
-                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
-            ])),
-            Identity::Workload
-        );
-        assert_eq!(
-            Identity::from_lookup(env(&[
-                ("AZURE_CLIENT_ID", "abc"),
-                ("AZURE_TENANT_ID", ""),
-                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
-            ])),
-            Identity::Managed {
-                client_id: Some("abc".into())
-            }
-        );
-    }
-
-    #[test]
-    fn error_text_is_one_bounded_line() {
-        let long = std::io::Error::other(format!("a\nb {}", "x".repeat(1000)));
-        let text = error_text(&long);
-        assert!(!text.contains('\n'));
-        assert_eq!(text.chars().count(), MAX_ERROR_TEXT + 1);
     }
 
     #[tokio::test(start_paused = true)]

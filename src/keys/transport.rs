@@ -62,7 +62,7 @@ impl HyperTransport {
                 ErrorKind::Io
             };
             // The SDK logs only this message, so it carries the causes (refused, TLS, DNS) too.
-            let message = format!("request to {host} failed: {}", causes(&e));
+            let message = format!("request to {host} failed: {}", error_text(&e));
             Error::with_error(kind, e, message)
         })?;
         let (parts, body) = response.into_parts();
@@ -125,16 +125,26 @@ impl azure_core::http::HttpClient for HyperTransport {
     }
 }
 
-/// An error and its sources on one line.
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+/// Error text longer than this is cut: SDK errors can embed whole response bodies.
+const MAX_ERROR_TEXT: usize = 400;
+
+/// The error and its causes on one line, cut to a loggable length.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
-    text
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Client options for every SDK client in the process: our transport and a short retry budget
@@ -159,6 +169,14 @@ pub fn client_options(client: &HttpClient) -> ClientOptions {
 mod tests {
     use super::*;
     use azure_core::http::{HttpClient as _, Method, Url};
+
+    #[test]
+    fn error_text_is_one_bounded_line() {
+        let long = std::io::Error::other(format!("a\nb {}", "x".repeat(1000)));
+        let text = error_text(&long);
+        assert!(!text.contains('\n'));
+        assert_eq!(text.chars().count(), MAX_ERROR_TEXT + 1);
+    }
 
     fn client() -> HttpClient {
         crate::outbound::build_client(&[], Duration::from_secs(2)).expect("client")

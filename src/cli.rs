@@ -1,0 +1,152 @@
+//! The command line (clap): the subcommands and their options, each option also read from its environment
+//! variable so that `--help` documents both and a flag wins over its variable.
+//!
+//! Values stay raw strings here; parsing and validation belong to [`crate::config`], which reports every
+//! problem at once.
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line. Option values stay strings here; see [`Config::from_lookup`](crate::Config::from_lookup).
+#[derive(Debug, Parser)]
+#[command(name = "applicant-validator", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The command line, with the top-level `--help` also listing every `serve` option and its environment
+    /// variable, so an operator finds the variables without knowing the subcommand's help exists.
+    pub fn command_with_env_help() -> clap::Command {
+        use clap::CommandFactory;
+        let serve = ServeArgs::augment_args(clap::Command::new("serve"));
+        let lines: Vec<String> = serve
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_string_lossy().into_owned();
+                Some(format!("  {env:<32} --{}", arg.get_long()?))
+            })
+            .collect();
+        Cli::command().after_help(format!(
+            "Environment variables of `serve` (a flag wins over its variable; `serve --help` says what each does):\n{}",
+            lines.join("\n")
+        ))
+    }
+}
+
+/// The two things the binary does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(Box<ServeArgs>),
+    /// Probe the local service's /health (for Docker's HEALTHCHECK); exit 0 only on HTTP 200.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Where the service listens. Shared by `serve` and `healthcheck`: Docker runs the healthcheck as a separate
+/// process that sees the container's environment but not the server's flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListenArgs {
+    /// Bind address
+    #[arg(long, env = "HOST", value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Bind port
+    #[arg(long, env = "PORT")]
+    pub port: Option<String>,
+}
+
+/// Options of `healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Overall deadline for the probe (keep it shorter than Docker's --timeout)
+    #[arg(long, default_value = "3s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Probe this http:// URL instead of http://127.0.0.1:$PORT/health
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+macro_rules! serve_args {
+    ($($(#[doc = $doc:literal])* $field:ident => $env:literal),* $(,)?) => {
+        /// Options of `serve`, each readable from its environment variable.
+        #[derive(Debug, Clone, Default, Args)]
+        pub struct ServeArgs {
+            #[command(flatten)]
+            pub listen: ListenArgs,
+            $($(#[doc = $doc])* #[arg(long, env = $env, hide_env_values = true)] pub $field: Option<String>,)*
+        }
+
+        impl ServeArgs {
+            /// The raw value of the option whose environment variable is `name`, as clap resolved it.
+            pub fn lookup(&self, name: &str) -> Option<String> {
+                match name {
+                    "HOST" => self.listen.host.clone(),
+                    "PORT" => self.listen.port.clone(),
+                    $($env => self.$field.clone(),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+serve_args! {
+    /// Shown in /health; prod/production forbid demo mode and plain-http upstreams [default: dev]
+    environment => "ENVIRONMENT",
+    /// TRACE, DEBUG, INFO, WARN or ERROR [default: INFO]
+    log_level => "LOG_LEVEL",
+    /// json (one object per line) or pretty [default: json]
+    log_format => "LOG_FORMAT",
+    /// https URL of the Azure Key Vault holding the API key (read with Managed Identity)
+    key_vault_url => "KEY_VAULT_URL",
+    /// Name of the secret in the vault [default: RISKSHIELD-API-KEY]
+    riskshield_api_key_secret_name => "RISKSHIELD_API_KEY_SECRET_NAME",
+    /// The API key itself; only used when KEY_VAULT_URL is unset (local development)
+    riskshield_api_key => "RISKSHIELD_API_KEY",
+    /// Base URL; the service POSTs to {URL}/score [default: https://api.riskshield.com/v1]
+    riskshield_api_url => "RISKSHIELD_API_URL",
+    /// TCP+TLS connect timeout [default: 5s]
+    riskshield_connect_timeout => "RISKSHIELD_CONNECT_TIMEOUT",
+    /// Per-attempt timeout [default: 10s]
+    riskshield_timeout => "RISKSHIELD_TIMEOUT",
+    /// Total attempts for retryable failures, 1 = no retry [default: 3]
+    riskshield_max_attempts => "RISKSHIELD_MAX_ATTEMPTS",
+    /// Exponential backoff base (full jitter, each delay capped at 10s) [default: 1s]
+    riskshield_retry_base_delay => "RISKSHIELD_RETRY_BASE_DELAY",
+    /// Consecutive failed calls that open the circuit breaker [default: 5]
+    circuit_failure_threshold => "CIRCUIT_FAILURE_THRESHOLD",
+    /// How long the breaker stays open before one half-open probe [default: 60s]
+    circuit_open_duration => "CIRCUIT_OPEN_DURATION",
+    /// How often the vault secret is re-read [default: 5m]
+    secret_cache_ttl => "SECRET_CACHE_TTL",
+    /// Deadline for a whole inbound request, retries included [default: 30s]
+    request_timeout => "REQUEST_TIMEOUT",
+    /// Larger request bodies get 413 [default: 16384]
+    max_body_bytes => "MAX_BODY_BYTES",
+    /// Drain time after SIGTERM/SIGINT [default: 8s]
+    shutdown_grace => "SHUTDOWN_GRACE",
+    /// Allowed CORS origins: *, a comma-separated list or a JSON list [default: *]
+    cors_origins => "CORS_ORIGINS",
+    /// auto, true or false [default: auto]
+    demo_mode => "DEMO_MODE",
+    /// Also check the ID number's date and Luhn checksum [default: false]
+    id_number_strict => "ID_NUMBER_STRICT",
+    /// Allow a plain http:// RISKSHIELD_API_URL on a non-loopback host (never in prod) [default: false]
+    allow_insecure_upstream => "ALLOW_INSECURE_UPSTREAM",
+    /// PEM file of extra trusted root certificates for all outbound TLS
+    extra_ca_certs => "EXTRA_CA_CERTS",
+    /// Serve Prometheus metrics at /metrics [default: true]
+    metrics_enabled => "METRICS_ENABLED",
+    /// Per-client limit on validations per minute, 0 = off [default: 0]
+    rate_limit_per_minute => "RATE_LIMIT_PER_MINUTE",
+    /// Rate-limit bucket size [default: the per-minute limit]
+    rate_limit_burst => "RATE_LIMIT_BURST",
+    /// Key clients by the first X-Forwarded-For address instead of the peer address [default: false]
+    trust_forwarded_for => "TRUST_FORWARDED_FOR",
+    /// Time a client has to send its request headers [default: 10s]
+    header_read_timeout => "HEADER_READ_TIMEOUT",
+    /// Concurrent connections; further ones wait in the kernel's backlog [default: 4096]
+    max_connections => "MAX_CONNECTIONS",
+}

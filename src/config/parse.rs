@@ -1,0 +1,178 @@
+//! Parsers for single configuration values. Each returns the value or a message saying what is expected;
+//! [`Reader`] attaches the variable's name and collects the messages.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::CorsOrigins;
+
+/// Collects parse results and problems while the configuration is read.
+pub(super) struct Reader<F> {
+    pub(super) lookup: F,
+    pub(super) errors: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// The trimmed value of `name`, `None` when unset or empty (an empty variable means "use the default").
+    pub(super) fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(super) fn parse<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        match self.raw(name) {
+            None => default,
+            Some(value) => match parse(&value) {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    self.errors.push(format!("{name}: {why} (got {value:?})"));
+                    default
+                }
+            },
+        }
+    }
+
+    pub(super) fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        self.parse(name, default, parse_duration)
+    }
+
+    pub(super) fn number<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        self.parse(name, default, |v| match v.parse::<T>() {
+            Ok(n) if n >= min && n <= max => Ok(n),
+            _ => Err(format!("must be a whole number from {min} to {max}")),
+        })
+    }
+
+    pub(super) fn flag(&mut self, name: &str, default: bool) -> bool {
+        self.parse(name, default, parse_bool)
+    }
+}
+
+/// Reads durations such as `250ms`, `5s`, `1m` (humantime syntax). Zero is refused: every duration here is a
+/// timeout or a period, and zero would disable the thing it bounds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) if d > Duration::from_secs(365 * 24 * 3600) => Err("must be at most a year".into()),
+        Ok(d) => Ok(d),
+        Err(_) => Err("must be a duration such as 250ms, 5s or 1m".into()),
+    }
+}
+
+pub(super) fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+pub(super) fn parse_level(value: &str) -> Result<tracing::Level, String> {
+    match value.to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(tracing::Level::TRACE),
+        "DEBUG" => Ok(tracing::Level::DEBUG),
+        "INFO" => Ok(tracing::Level::INFO),
+        "WARN" | "WARNING" => Ok(tracing::Level::WARN),
+        "ERROR" => Ok(tracing::Level::ERROR),
+        _ => Err("must be one of TRACE, DEBUG, INFO, WARN, ERROR".into()),
+    }
+}
+
+/// Reads HOST: an IP address, or `localhost`.
+pub fn parse_host(value: &str) -> Result<IpAddr, String> {
+    if value.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    value
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| "must be an IP address such as 0.0.0.0, :: or 127.0.0.1".into())
+}
+
+/// Reads PORT.
+pub fn parse_port(value: &str) -> Result<u16, String> {
+    value
+        .parse()
+        .map_err(|_| "must be a port number from 0 to 65535".into())
+}
+
+pub(super) fn parse_cors(value: &str) -> Result<CorsOrigins, String> {
+    let items: Vec<String> = if value.starts_with('[') {
+        serde_json::from_str(value).map_err(|_| "must be a JSON list of strings".to_string())?
+    } else {
+        value
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    if items.is_empty() || items.iter().any(|o| o == "*") {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::with_capacity(items.len());
+    for item in items {
+        let origin = item.trim_end_matches('/');
+        let valid = origin.parse::<Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some()
+                && u.path() == "/"
+        });
+        match HeaderValue::from_str(origin) {
+            Ok(v) if valid => origins.push(v),
+            _ => {
+                return Err(format!(
+                    "{item:?} is not an origin such as https://app.example"
+                ));
+            }
+        }
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+/// True when the host of a URL is loopback (localhost, 127.0.0.0/8, ::1).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(super) fn read_pem_roots(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let path = PathBuf::from(path);
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!("{} is not valid PEM: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_units_and_refuse_zero() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5").is_err());
+    }
+}

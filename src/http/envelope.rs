@@ -1,0 +1,171 @@
+//! What every request passes through around the router: correlation id, CORS, the request log line and
+//! the request metrics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, header};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+
+use super::handlers;
+use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
+use crate::config::CorsOrigins;
+use crate::routes::Route;
+
+pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, X_CORRELATION_ID.clone()])
+        .expose_headers([X_CORRELATION_ID.clone()])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The router as a tower service, so tower-http's CORS can wrap it.
+#[derive(Clone)]
+pub struct Router {
+    pub state: Arc<AppState>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower_service::Service<Request<Incoming>> for Router {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(handlers::route(&state, request).await) })
+    }
+}
+
+/// What every request passes through: correlation id, CORS, logging and metrics around the router.
+#[derive(Clone)]
+pub struct Envelope {
+    pub state: Arc<AppState>,
+    pub inner: Cors<Router>,
+    pub peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Envelope {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let state = self.state.clone();
+        let mut inner = self.inner.clone();
+        let started = Instant::now();
+        let correlation_id = correlation_id(request.headers());
+        let method = request.method().clone();
+        let route = Route::of(request.uri().path());
+        // A Uri clone shares its bytes; the path is only cut for the log line if a line is written.
+        let uri = request.uri().clone();
+        request.extensions_mut().insert(RequestContext {
+            correlation_id: correlation_id.clone(),
+            route,
+            peer: self.peer,
+            started,
+        });
+        Box::pin(async move {
+            let _in_flight = state.metrics.in_flight();
+            let mut response = match tower_service::Service::call(&mut inner, request).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            };
+            let headers = response.headers_mut();
+            headers.insert(X_CORRELATION_ID.clone(), correlation_id.clone());
+            if state.is_draining() {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let elapsed = started.elapsed();
+            let status = response.status();
+            state.metrics.request(route, &method, status, elapsed);
+            tracing::info!(
+                method = %method,
+                path = loggable_path(uri.path()),
+                status = status.as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                correlation_id = correlation_id.to_str().unwrap_or_default(),
+                "request"
+            );
+            Ok(response)
+        })
+    }
+}
+
+/// The request's own X-Correlation-ID if it is 1–128 visible ASCII characters, otherwise a new UUIDv4.
+pub fn correlation_id(headers: &http::HeaderMap) -> HeaderValue {
+    let valid = |v: &&HeaderValue| {
+        let bytes = v.as_bytes();
+        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    };
+    match headers.get(&X_CORRELATION_ID).filter(valid) {
+        Some(value) => value.clone(),
+        None => {
+            // A version-4 UUID from the thread's fast PRNG: a correlation id must be unique, not secret, and
+            // asking the kernel for randomness on every request costs a system call.
+            let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = id.hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        }
+    }
+}
+
+/// The path as logged: at most 200 bytes, cut on a character boundary, so a huge URL cannot bloat the logs.
+fn loggable_path(path: &str) -> &str {
+    let mut end = path.len().min(200);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(&X_CORRELATION_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(correlation_id(&headers), "abc-123");
+        headers.insert(&X_CORRELATION_ID, HeaderValue::from_static("has space"));
+        let generated = correlation_id(&headers);
+        assert!(uuid::Uuid::parse_str(generated.to_str().expect("ascii")).is_ok());
+        headers.insert(
+            &X_CORRELATION_ID,
+            HeaderValue::from_str(&"x".repeat(129)).expect("ascii"),
+        );
+        assert_ne!(correlation_id(&headers).len(), 129);
+        headers.insert(
+            &X_CORRELATION_ID,
+            HeaderValue::from_str(&"x".repeat(128)).expect("ascii"),
+        );
+        assert_eq!(correlation_id(&headers).len(), 128);
+        assert_eq!(correlation_id(&http::HeaderMap::new()).len(), 36);
+    }
+
+    #[test]
+    fn long_paths_are_cut_for_logs() {
+        assert_eq!(loggable_path("/a"), "/a");
+        assert_eq!(loggable_path(&"é".repeat(300)).len(), 200);
+    }
+}

@@ -1,0 +1,144 @@
+//! Reading RiskShield's answer: a status and a bounded body become a score or a typed error, per the
+//! contract's table.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use serde::Deserialize;
+
+use super::retry::parse_retry_after;
+use crate::domain::{RiskLevel, Score};
+use crate::error::UpstreamError;
+
+/// Answers larger than this are not a score.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The answer RiskShield documents; other fields are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScoreBody {
+    risk_score: u8,
+    risk_level: RiskLevel,
+}
+
+/// Turns an answer into a score or an error per the contract's table.
+pub fn classify(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+) -> Result<Score, UpstreamError> {
+    let code = status.as_u16();
+    match code {
+        200..=299 => {
+            let body = body.map_err(|_| UpstreamError::InvalidResponse {
+                reason: "body too large or unreadable",
+            })?;
+            let not_a_score = UpstreamError::InvalidResponse {
+                reason: "body is not a valid score",
+            };
+            // serde would also accept a JSON array for a struct; the vendor's answer is an object.
+            if body.trim_ascii_start().first() != Some(&b'{') {
+                return Err(not_a_score);
+            }
+            let parsed: ScoreBody = serde_json::from_slice(&body).map_err(|_| not_a_score)?;
+            if parsed.risk_score > 100 {
+                return Err(UpstreamError::InvalidResponse {
+                    reason: "riskScore out of range",
+                });
+            }
+            Ok(Score {
+                risk_score: parsed.risk_score,
+                risk_level: parsed.risk_level,
+            })
+        }
+        401 | 403 => Err(UpstreamError::Unauthorized { status: code }),
+        408 | 429 | 500..=599 => Err(UpstreamError::Unavailable {
+            status: Some(code),
+            retry_after: headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+        }),
+        _ => Err(UpstreamError::Rejected { status: code }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_body(s: &str) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Bytes::from(s.to_owned()))
+    }
+
+    #[test]
+    fn valid_answers() {
+        let h = http::HeaderMap::new();
+        let score = classify(
+            StatusCode::OK,
+            &h,
+            ok_body(r#"{"riskScore":42,"riskLevel":"MEDIUM","x":1}"#),
+        );
+        assert_eq!(
+            score,
+            Ok(Score {
+                risk_score: 42,
+                risk_level: RiskLevel::Medium
+            })
+        );
+        assert!(
+            classify(
+                StatusCode::CREATED,
+                &h,
+                ok_body(r#"{"riskScore":0,"riskLevel":"LOW"}"#)
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn invalid_answers() {
+        let h = http::HeaderMap::new();
+        for body in [
+            "garbage",
+            r#"{"riskScore":150,"riskLevel":"HIGH"}"#,
+            r#"{"riskScore":-1,"riskLevel":"HIGH"}"#,
+            r#"{"riskScore":50.0,"riskLevel":"HIGH"}"#,
+            r#"{"riskScore":"50","riskLevel":"HIGH"}"#,
+            r#"{"riskScore":50,"riskLevel":"high"}"#,
+            r#"{"riskScore":50,"riskLevel":"SEVERE"}"#,
+            r#"{"riskScore":50}"#,
+            r#"[50,"HIGH"]"#,
+        ] {
+            assert!(
+                matches!(
+                    classify(StatusCode::OK, &h, ok_body(body)),
+                    Err(UpstreamError::InvalidResponse { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        let h = http::HeaderMap::new();
+        let st = |c: u16| classify(StatusCode::from_u16(c).expect("status"), &h, ok_body(""));
+        assert_eq!(st(400), Err(UpstreamError::Rejected { status: 400 }));
+        assert_eq!(st(404), Err(UpstreamError::Rejected { status: 404 }));
+        assert_eq!(st(422), Err(UpstreamError::Rejected { status: 422 }));
+        assert_eq!(st(302), Err(UpstreamError::Rejected { status: 302 }));
+        assert_eq!(st(401), Err(UpstreamError::Unauthorized { status: 401 }));
+        assert_eq!(st(403), Err(UpstreamError::Unauthorized { status: 403 }));
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(
+                st(code),
+                Err(UpstreamError::Unavailable {
+                    status: Some(code),
+                    retry_after: None
+                })
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Calling RiskShield: the client ([`client`]), when to retry and how long to wait ([`retry`]), reading its
+//! answer ([`answer`]) and the circuit breaker ([`breaker`]).
+
+pub mod answer;
+pub mod breaker;
+pub mod client;
+pub mod retry;
+
+pub use client::{RiskShieldClient, Settings};

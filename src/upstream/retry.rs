@@ -1,0 +1,71 @@
+//! When and how long to wait before another attempt: full-jitter exponential backoff, Retry-After, the cap.
+
+use std::time::{Duration, SystemTime};
+
+/// No single backoff or Retry-After wait is longer than this.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// Retry and timeout settings, split out so tests can build a client directly.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempt_timeout: Duration,
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Full jitter: a uniformly random wait between zero and `base * 2^(retry-1)`, capped.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20))
+            .min(MAX_RETRY_DELAY);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// Reads Retry-After as delta-seconds or an HTTP date (relative to `now`). A date in the past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+
+    #[test]
+    fn backoff_is_capped_full_jitter() {
+        let policy = RetryPolicy {
+            attempt_timeout: Duration::from_secs(1),
+            max_attempts: 10,
+            base_delay: Duration::from_secs(1),
+        };
+        for retry in 1..=30 {
+            let ceiling =
+                (Duration::from_secs(1) * 2u32.pow((retry - 1).min(20))).min(MAX_RETRY_DELAY);
+            for _ in 0..20 {
+                assert!(policy.backoff(retry) <= ceiling);
+            }
+        }
+    }
+}
