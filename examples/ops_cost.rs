@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use applicant_validator::ratelimit::ClientLimiter;
+use applicant_validator::ratelimit::{ClientKey, ClientLimiter};
 use applicant_validator::routes::Route;
 use applicant_validator::telemetry::metrics::Metrics;
 use http::{Method, StatusCode};
@@ -91,16 +91,18 @@ fn main() {
         return;
     };
     report("limiter: check, one client", CALLS, |_| {
-        black_box(limiter.check(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        black_box(limiter.check(&ClientKey::Addr(IpAddr::V4(Ipv4Addr::LOCALHOST))));
     });
     let Some(limiter) = ClientLimiter::new(100, 100) else {
         return;
     };
     report("limiter: check, 1,000 clients", CALLS, |i| {
-        black_box(limiter.check(IpAddr::V4(Ipv4Addr::from(i % 1000))));
+        black_box(limiter.check(&ClientKey::Addr(IpAddr::V4(Ipv4Addr::from(i % 1000)))));
     });
     report("limiter: check, every call a new client", CALLS, |i| {
-        black_box(limiter.check(IpAddr::V4(Ipv4Addr::from(i.wrapping_add(1 << 24)))));
+        black_box(limiter.check(&ClientKey::Addr(IpAddr::V4(Ipv4Addr::from(
+            i.wrapping_add(1 << 24),
+        )))));
     });
     println!("clients held after the flood: {}", limiter.clients());
 }

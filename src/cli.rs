@@ -71,11 +71,21 @@ pub struct HealthcheckArgs {
 macro_rules! serve_args {
     ($($(#[doc = $doc:literal])* $field:ident => $env:literal),* $(,)?) => {
         /// Options of `serve`, each readable from its environment variable.
-        #[derive(Debug, Clone, Default, Args)]
+        #[derive(Clone, Default, Args)]
         pub struct ServeArgs {
             #[command(flatten)]
             pub listen: ListenArgs,
             $($(#[doc = $doc])* #[arg(long, env = $env, hide_env_values = true)] pub $field: Option<String>,)*
+        }
+
+        /// Names the options that are set, never their values: one of them is the API key.
+        impl std::fmt::Debug for ServeArgs {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut out = f.debug_struct("ServeArgs");
+                out.field("listen", &self.listen);
+                $(out.field(stringify!($field), &self.$field.as_ref().map(|_| "set"));)*
+                out.finish()
+            }
         }
 
         impl ServeArgs {
@@ -103,7 +113,8 @@ serve_args! {
     key_vault_url => "KEY_VAULT_URL",
     /// Name of the secret in the vault [default: RISKSHIELD-API-KEY]
     riskshield_api_key_secret_name => "RISKSHIELD_API_KEY_SECRET_NAME",
-    /// The API key itself; only used when KEY_VAULT_URL is unset (local development)
+    /// The API key itself; only used when KEY_VAULT_URL is unset (local development). Prefer the environment
+    /// variable: a value given on the command line is visible to every user of the machine in `ps`
     riskshield_api_key => "RISKSHIELD_API_KEY",
     /// Base URL; the service POSTs to {URL}/score [default: https://api.riskshield.com/v1]
     riskshield_api_url => "RISKSHIELD_API_URL",
@@ -143,10 +154,47 @@ serve_args! {
     rate_limit_per_minute => "RATE_LIMIT_PER_MINUTE",
     /// Rate-limit bucket size [default: the per-minute limit]
     rate_limit_burst => "RATE_LIMIT_BURST",
-    /// Key clients by the first X-Forwarded-For address instead of the peer address [default: false]
+    /// Proxies in front that append to X-Forwarded-For (Container Apps ingress: 1); 0 keys clients by the TCP
+    /// peer [default: 0]
+    trusted_proxy_hops => "TRUSTED_PROXY_HOPS",
+    /// Replaced by TRUSTED_PROXY_HOPS; setting it is a configuration error
     trust_forwarded_for => "TRUST_FORWARDED_FOR",
     /// Time a client has to send its request headers [default: 10s]
     header_read_timeout => "HEADER_READ_TIMEOUT",
     /// Concurrent connections; further ones wait in the kernel's backlog [default: 4096]
     max_connections => "MAX_CONNECTIONS",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_names_options_but_never_shows_values() {
+        let args = ServeArgs {
+            riskshield_api_key: Some("s3cret-key".into()),
+            ..ServeArgs::default()
+        };
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret-key"), "{shown}");
+        assert!(
+            shown.contains("riskshield_api_key: Some(\"set\")"),
+            "{shown}"
+        );
+        assert_eq!(
+            args.lookup("RISKSHIELD_API_KEY").as_deref(),
+            Some("s3cret-key")
+        );
+    }
+
+    #[test]
+    fn help_warns_that_a_key_on_the_command_line_is_visible() {
+        let help = Cli::command_with_env_help()
+            .find_subcommand_mut("serve")
+            .expect("serve exists")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("visible to every user"), "{help}");
+        assert!(help.contains("TRUSTED_PROXY_HOPS"), "{help}");
+    }
 }

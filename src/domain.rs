@@ -74,6 +74,20 @@ impl ApiKey {
         Self(value.into())
     }
 
+    /// Checks that `value` can be sent as a header value: visible ASCII (0x21–0x7E), at least one character.
+    /// The error never repeats the value.
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.is_empty() {
+            return Err("the key is empty");
+        }
+        if !value.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(
+                "the key must be visible ASCII (no spaces, control or non-ASCII characters) to be sent as a header",
+            );
+        }
+        Ok(Self::new(value))
+    }
+
     /// The key itself, for the one header that carries it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -125,6 +139,18 @@ mod tests {
         assert_eq!(RiskLevel::for_score(75), RiskLevel::High);
         assert_eq!(RiskLevel::for_score(76), RiskLevel::Critical);
         assert_eq!(RiskLevel::for_score(100), RiskLevel::Critical);
+    }
+
+    #[test]
+    fn keys_must_be_header_values_and_errors_never_repeat_them() {
+        assert_eq!(
+            ApiKey::parse("abc-123_XYZ").map(|k| k.expose().to_owned()),
+            Ok("abc-123_XYZ".into())
+        );
+        for bad in ["", "has space", "tab\there", "new\nline", "naïve", "\u{7f}"] {
+            let error = ApiKey::parse(bad).expect_err(bad);
+            assert!(bad.is_empty() || !error.contains(bad), "{error}");
+        }
     }
 
     #[test]

@@ -6,18 +6,21 @@
 //! validations are limited; health, readiness, docs and metrics never are, so probes keep working while a
 //! client is throttled.
 //!
-//! **Client key.** The peer's address, or with TRUST_FORWARDED_FOR=true the first X-Forwarded-For address
-//! (falling back to the peer when that is missing or malformed). IPv4-mapped IPv6 addresses count as their
-//! IPv4 address, and IPv6 clients are keyed by their /64 network: one host usually owns a whole /64, so
-//! keying by full address would let it walk through 2^64 fresh buckets.
+//! **Client key.** A [`ClientKey`]: the TCP peer's address, or with TRUSTED_PROXY_HOPS=N ≥ 1 the address the
+//! outermost trusted proxy saw, which is the Nth entry from the right of X-Forwarded-For (proxies append, so
+//! everything left of it was written by the client and is never used; see [`client_addr`]). IPv4-mapped IPv6
+//! addresses count as their IPv4 address, and IPv6 clients are keyed by their /64 network: one host usually
+//! owns a whole /64, so keying by full address would let it walk through 2^64 fresh buckets.
 //!
-//! **Eviction.** governor's `retain_recent` drops keys whose bucket is full again (indistinguishable from a
-//! new client). A background task runs it once per refill window; in addition, the store counts inserted
-//! keys and, when that reaches `max_clients`, the request that notices sweeps inline. If more than half of
-//! `max_clients` keys are still live after a sweep (a flood of distinct, recently active keys, e.g. forged
-//! X-Forwarded-For values), all state is reset: every client gets a full bucket again. That gives an
-//! attacker nothing it did not already have (each of its fresh keys had a full bucket anyway) and keeps
-//! memory at `max_clients` entries (about 50 bytes each) instead of failing closed for new clients.
+//! **Bounded memory, never failing open.** The table holds at most `max_clients` keys (about 50 bytes each).
+//! governor's `retain_recent` drops keys whose bucket is full again, which are indistinguishable from a new
+//! client; a key whose bucket is not full (every client being limited, above all) is never dropped, and no
+//! state is ever reset wholesale. A background task sweeps once per refill window; a request that finds the
+//! table full sweeps inline first. If the table is still full (a flood of distinct keys that all stay active,
+//! e.g. the /64s of one /48), keys not yet in the table share one overflow bucket with the per-client quota
+//! until sweeps free room: new clients are still served, at the rate of one client between them, and nobody
+//! already known gets a fresh bucket. While the table is full, the inline sweep is retried only after every
+//! `max_clients / 16` overflow requests, so a flood costs O(1) amortised work per request.
 //!
 //! **Headers.** `X-RateLimit-Limit` is the bucket size (RATE_LIMIT_BURST, which defaults to the per-minute
 //! limit); `X-RateLimit-Remaining` is how many more validations would be accepted right now (governor's
@@ -26,10 +29,11 @@
 //! is `(limit - remaining) × interval`, which overstates it by less than one interval (60s / limit).
 
 use std::fmt;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -49,33 +53,72 @@ pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-rateli
 pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// governor's DashMap store, plus a count of inserted keys so the limiter notices growth without calling
-/// `DashMap::len` (which locks every shard) on each request. Clones share the same map.
-#[derive(Debug, Clone, Default)]
+/// Who a validation is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// A network client: its IPv4 address or IPv6 /64 (see [`client_addr`]).
+    Addr(IpAddr),
+    /// An authenticated calling application (its client id), when callers authenticate.
+    App(Arc<str>),
+}
+
+/// governor's DashMap store, bounded: a count of inserted keys (so growth is noticed without calling
+/// `DashMap::len`, which locks every shard, on each request) and the overflow bucket that keys share when
+/// the table is full. Clones share the same state.
+#[derive(Debug, Clone)]
 pub struct ClientStore {
-    map: Arc<DashMap<IpAddr, InMemoryState>>,
+    map: Arc<DashMap<ClientKey, InMemoryState>>,
     /// Keys inserted since the last sweep, plus those the sweep kept. Approximate under races, which only
     /// moves the next sweep by a few requests.
     inserted: Arc<AtomicUsize>,
+    max_clients: usize,
+    /// The bucket shared by keys that found the table full.
+    overflow: Arc<InMemoryState>,
+    /// Requests that used the overflow bucket since the last sweep (see [`ClientLimiter::check`]).
+    overflowed: Arc<AtomicUsize>,
+    /// Requests that used the overflow bucket, ever.
+    overflowed_total: Arc<AtomicU64>,
+}
+
+impl ClientStore {
+    fn new(max_clients: usize) -> Self {
+        Self {
+            map: Arc::default(),
+            inserted: Arc::default(),
+            max_clients,
+            overflow: Arc::default(),
+            overflowed: Arc::default(),
+            overflowed_total: Arc::default(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.inserted.load(Ordering::Relaxed) >= self.max_clients
+    }
 }
 
 impl StateStore for ClientStore {
-    type Key = IpAddr;
+    type Key = ClientKey;
 
-    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    fn measure_and_replace<T, F, E>(&self, key: &ClientKey, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         if let Some(state) = self.map.get(key) {
             return state.measure_and_replace(&NotKeyed::NonKey, f);
         }
+        if self.is_full() {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            self.overflowed_total.fetch_add(1, Ordering::Relaxed);
+            return self.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+        }
         self.inserted.fetch_add(1, Ordering::Relaxed);
-        let state = self.map.entry(*key).or_default();
+        let state = self.map.entry(key.clone()).or_default();
         state.measure_and_replace(&NotKeyed::NonKey, f)
     }
 }
 
-impl ShrinkableKeyedStateStore<IpAddr> for ClientStore {
+impl ShrinkableKeyedStateStore<ClientKey> for ClientStore {
     fn retain_recent(&self, drop_below: Nanos) {
         ShrinkableKeyedStateStore::retain_recent(&*self.map, drop_below);
     }
@@ -121,7 +164,7 @@ impl Decision {
     }
 }
 
-type Limiter<C> = RateLimiter<IpAddr, ClientStore, C, StateInformationMiddleware>;
+type Limiter<C> = RateLimiter<ClientKey, ClientStore, C, StateInformationMiddleware>;
 
 /// The per-client limiter. Generic over the clock so tests can drive it with governor's fake clock.
 pub struct ClientLimiter<C: Clock = DefaultClock> {
@@ -131,6 +174,8 @@ pub struct ClientLimiter<C: Clock = DefaultClock> {
     /// The time one request's worth of capacity takes to come back.
     interval: Duration,
     max_clients: usize,
+    /// While the table stays full, an inline sweep is tried again after this many overflow requests.
+    sweep_every: usize,
     /// Held by whoever is sweeping, so concurrent requests that notice growth do not all sweep at once.
     sweeping: AtomicBool,
 }
@@ -182,14 +227,16 @@ impl<C: Clock> ClientLimiter<C> {
     pub fn with_clock(per_minute: u32, burst: u32, max_clients: usize, clock: C) -> Option<Self> {
         let quota =
             Quota::per_minute(NonZeroU32::new(per_minute)?).allow_burst(NonZeroU32::new(burst)?);
-        let store = ClientStore::default();
+        let max_clients = max_clients.max(2);
+        let store = ClientStore::new(max_clients);
         let limiter: Limiter<C> = RateLimiter::new(quota, store.clone(), clock);
         Some(Self {
             limiter,
             store,
             burst,
             interval: quota.replenish_interval(),
-            max_clients: max_clients.max(2),
+            max_clients,
+            sweep_every: (max_clients / 16).max(1),
             sweeping: AtomicBool::new(false),
         })
     }
@@ -200,11 +247,15 @@ impl<C: Clock> ClientLimiter<C> {
     }
 
     /// Takes one token from `client`'s bucket, or says how long to wait.
-    pub fn check(&self, client: IpAddr) -> Decision {
-        if self.store.inserted.load(Ordering::Relaxed) >= self.max_clients {
-            self.sweep();
+    pub fn check(&self, client: &ClientKey) -> Decision {
+        if self.store.is_full() {
+            // The first request to find the table full sweeps; while it stays full, every `sweep_every`th.
+            let overflowed = self.store.overflowed.load(Ordering::Relaxed);
+            if overflowed == 0 || overflowed >= self.sweep_every {
+                self.sweep();
+            }
         }
-        match self.limiter.check_key(&client) {
+        match self.limiter.check_key(client) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity().min(self.burst);
                 Decision {
@@ -227,24 +278,25 @@ impl<C: Clock> ClientLimiter<C> {
         }
     }
 
-    /// Drops idle keys; if too many live keys remain, resets all state (see the module docs for why).
+    /// Drops the keys whose bucket is full again (idle clients); never a key that is still refilling.
     pub fn sweep(&self) {
         if self.sweeping.swap(true, Ordering::Acquire) {
             return;
         }
         self.limiter.retain_recent();
-        let mut live = self.limiter.len();
-        if live > self.max_clients / 2 {
+        self.limiter.shrink_to_fit();
+        let live = self.limiter.len();
+        self.store.inserted.store(live, Ordering::Relaxed);
+        // Still full: count from one, so the next inline sweep waits for `sweep_every` overflow requests.
+        let still_full = usize::from(live >= self.max_clients);
+        let before = self.store.overflowed.swap(still_full, Ordering::Relaxed);
+        if still_full == 1 && before == 0 {
             tracing::warn!(
                 clients = live,
                 max_clients = self.max_clients,
-                "rate limiter holds too many active clients; resetting all client state"
+                "rate limiter table is full of active clients; new clients share one overflow bucket"
             );
-            self.store.map.clear();
-            live = 0;
         }
-        self.limiter.shrink_to_fit();
-        self.store.inserted.store(live, Ordering::Relaxed);
         self.sweeping.store(false, Ordering::Release);
     }
 
@@ -252,15 +304,25 @@ impl<C: Clock> ClientLimiter<C> {
     pub fn clients(&self) -> usize {
         self.store.map.len()
     }
+
+    /// Validations counted against the shared overflow bucket because the table was full.
+    pub fn overflowed(&self) -> u64 {
+        self.store.overflowed_total.load(Ordering::Relaxed)
+    }
 }
 
-/// The key a request is limited under: the peer, or with `trust_forwarded_for` the first X-Forwarded-For
-/// address when it parses (a bare IP, or `IP:port` / `[IPv6]:port`). IPv6 keys are cut to their /64.
-pub fn client_key(peer: IpAddr, headers: &HeaderMap, trust_forwarded_for: bool) -> IpAddr {
-    let ip = if trust_forwarded_for {
-        forwarded_for(headers).unwrap_or(peer)
-    } else {
-        peer
+/// The client address a request is limited under.
+///
+/// With `trusted_hops` = 0 it is the TCP peer. With N ≥ 1 proxies in front, each appending the address it saw
+/// to X-Forwarded-For, the client is the Nth entry from the right: the one the outermost trusted proxy saw.
+/// Entries left of it were written by the client itself and are never used. With fewer entries than N the
+/// left-most is used (the request came through fewer proxies than configured); with no header, or an entry
+/// that is not an IP address (a bare IP, `IP:port` or `[IPv6]:port`), the TCP peer. Several X-Forwarded-For
+/// header lines count as one comma-separated list, in order. IPv6 addresses are cut to their /64.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted_hops: u32) -> IpAddr {
+    let ip = match trusted_hops {
+        0 => peer,
+        hops => forwarded_for(headers, hops).unwrap_or(peer),
     };
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
@@ -271,13 +333,20 @@ pub fn client_key(peer: IpAddr, headers: &HeaderMap, trust_forwarded_for: bool) 
     }
 }
 
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let value = headers.get(&X_FORWARDED_FOR)?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    first
+/// The `hops`th X-Forwarded-For entry from the right (the left-most if there are fewer), if it parses.
+fn forwarded_for(headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
+    let mut entries = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        // A header that is not text is as untrustworthy as a malformed entry: use the peer.
+        let text = value.to_str().ok()?;
+        entries.extend(text.split(',').map(str::trim));
+    }
+    let hops = usize::try_from(hops).unwrap_or(usize::MAX);
+    let entry = *entries.get(entries.len().saturating_sub(hops))?;
+    entry
         .parse::<IpAddr>()
         .ok()
-        .or_else(|| first.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]
@@ -299,8 +368,8 @@ mod tests {
         (limiter, clock)
     }
 
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(n))
+    fn ip(n: u32) -> ClientKey {
+        ClientKey::Addr(IpAddr::V4(Ipv4Addr::from(n)))
     }
 
     #[test]
@@ -315,21 +384,21 @@ mod tests {
         let (limiter, clock) = limiter(5, 5, 1000);
         let a = ip(1);
         for expected in (0..5).rev() {
-            let d = limiter.check(a);
+            let d = limiter.check(&a);
             assert!(d.allowed());
             assert_eq!((d.limit, d.remaining), (5, expected));
             assert_eq!(d.reset, Duration::from_secs(12) * (5 - expected));
         }
-        let refused = limiter.check(a);
+        let refused = limiter.check(&a);
         assert_eq!(refused.retry_after, Some(Duration::from_secs(12)));
         assert_eq!(refused.remaining, 0);
         assert_eq!(refused.reset, Duration::from_secs(60));
         // Another client has its own bucket.
-        assert_eq!(limiter.check(ip(2)).remaining, 4);
+        assert_eq!(limiter.check(&ip(2)).remaining, 4);
         // One token comes back every 12 seconds.
         clock.advance(Duration::from_secs(12));
-        assert!(limiter.check(a).allowed());
-        assert!(!limiter.check(a).allowed());
+        assert!(limiter.check(&a).allowed());
+        assert!(!limiter.check(&a).allowed());
     }
 
     #[test]
@@ -351,11 +420,11 @@ mod tests {
     fn idle_clients_are_evicted_and_active_ones_kept() {
         let (limiter, clock) = limiter(5, 5, DEFAULT_MAX_CLIENTS * 10);
         for n in 0..100_000 {
-            assert!(limiter.check(ip(n)).allowed());
+            assert!(limiter.check(&ip(n)).allowed());
         }
         let busy = ip(u32::MAX);
         for _ in 0..5 {
-            assert!(limiter.check(busy).allowed());
+            assert!(limiter.check(&busy).allowed());
         }
         assert_eq!(limiter.clients(), 100_001);
         clock.advance(Duration::from_secs(30));
@@ -363,7 +432,7 @@ mod tests {
         // The one-request clients' buckets are full again; the busy one is still refilling and must keep
         // its state, or it could burst again at once.
         assert_eq!(limiter.clients(), 1);
-        assert_eq!(limiter.check(busy).remaining, 1);
+        assert_eq!(limiter.check(&busy).remaining, 1);
     }
 
     #[test]
@@ -372,50 +441,108 @@ mod tests {
         let (limiter, _clock) = limiter(5, 5, max);
         let mut peak = 0;
         for n in 0..100_000 {
-            assert!(limiter.check(ip(n)).allowed());
+            limiter.check(&ip(n));
             peak = peak.max(limiter.clients());
         }
         assert!(peak <= max, "peak {peak} above the cap {max}");
-        assert!(limiter.clients() <= max);
         assert!(limiter.clients() > 0);
     }
 
     #[test]
-    fn client_keys() {
+    fn a_throttled_client_stays_throttled_while_200k_other_keys_arrive() {
+        let max = DEFAULT_MAX_CLIENTS;
+        let (limiter, clock) = limiter(5, 5, max);
+        let attacker = ip(u32::MAX);
+        for _ in 0..5 {
+            assert!(limiter.check(&attacker).allowed());
+        }
+        assert!(!limiter.check(&attacker).allowed());
+        let mut peak = 0;
+        for n in 0..200_000 {
+            limiter.check(&ip(n));
+            // Time passes, but far less than the attacker's refill window (60 s).
+            if n % 20_000 == 0 {
+                clock.advance(Duration::from_millis(500));
+            }
+            peak = peak.max(limiter.clients());
+            if n % 10_000 == 0 {
+                assert!(
+                    !limiter.check(&attacker).allowed(),
+                    "the throttled client got a fresh bucket after {n} other keys"
+                );
+            }
+        }
+        assert!(peak <= max, "peak {peak} above the cap {max}");
+        assert!(!limiter.check(&attacker).allowed());
+        assert!(limiter.overflowed() > 0);
+    }
+
+    #[test]
+    fn new_clients_are_served_from_the_overflow_bucket_when_the_table_is_full() {
+        let (limiter, clock) = limiter(5, 5, 100);
+        for n in 0..100 {
+            assert!(limiter.check(&ip(n)).allowed());
+        }
+        // The table is full of clients that are still refilling: none can be evicted.
+        let newcomer = limiter.check(&ip(1_000));
+        assert!(newcomer.allowed());
+        assert_eq!(limiter.clients(), 100);
+        // Newcomers share one bucket of the per-client size.
+        let shared: Vec<bool> = (1_001..1_010)
+            .map(|n| limiter.check(&ip(n)).allowed())
+            .collect();
+        assert_eq!(shared.iter().filter(|ok| **ok).count(), 4, "{shared:?}");
+        // Once the known clients' buckets are full again, a sweep frees room and newcomers get their own.
+        clock.advance(Duration::from_secs(61));
+        limiter.sweep();
+        assert_eq!(limiter.clients(), 0);
+        assert_eq!(limiter.check(&ip(2_000)).remaining, 4);
+    }
+
+    #[test]
+    fn client_addresses_behind_trusted_proxies() {
         let peer: IpAddr = "10.0.0.9".parse().expect("ip");
-        let mut headers = HeaderMap::new();
-        assert_eq!(client_key(peer, &headers, true), peer);
-        headers.insert(
-            &X_FORWARDED_FOR,
-            HeaderValue::from_static("203.0.113.7, 10.0.0.1"),
-        );
-        assert_eq!(client_key(peer, &headers, false), peer);
+        let addr = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(&X_FORWARDED_FOR, HeaderValue::from_static(v));
+            }
+            headers
+        };
+        // No trusted proxy: the header is ignored whatever it says.
+        let forged = with(&["203.0.113.7, 198.51.100.1"]);
+        assert_eq!(client_addr(peer, &forged, 0), peer);
+        // One proxy (Container Apps ingress): the right-most entry, the one it appended.
+        assert_eq!(client_addr(peer, &forged, 1), addr("198.51.100.1"));
+        // Two proxies: the second from the right.
+        assert_eq!(client_addr(peer, &forged, 2), addr("203.0.113.7"));
+        // Fewer entries than hops: the left-most.
+        assert_eq!(client_addr(peer, &forged, 5), addr("203.0.113.7"));
+        // Several header lines are one list.
+        let split = with(&["203.0.113.7", "198.51.100.1"]);
+        assert_eq!(client_addr(peer, &split, 1), addr("198.51.100.1"));
+        assert_eq!(client_addr(peer, &split, 2), addr("203.0.113.7"));
+        // No header, or an entry that is not an address: the peer.
+        assert_eq!(client_addr(peer, &HeaderMap::new(), 1), peer);
+        assert_eq!(client_addr(peer, &with(&["1.2.3.4, unknown"]), 1), peer);
+        // Ports and IPv6 forms; IPv6 is keyed by its /64, mapped IPv4 as IPv4.
         assert_eq!(
-            client_key(peer, &headers, true),
-            "203.0.113.7".parse::<IpAddr>().expect("ip")
-        );
-        headers.insert(
-            &X_FORWARDED_FOR,
-            HeaderValue::from_static("[2001:db8::1]:443"),
+            client_addr(peer, &with(&["[2001:db8::1]:443"]), 1),
+            addr("2001:db8::")
         );
         assert_eq!(
-            client_key(peer, &headers, true),
-            "2001:db8::".parse::<IpAddr>().expect("ip")
-        );
-        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("unknown"));
-        assert_eq!(client_key(peer, &headers, true), peer);
-        headers.insert(
-            &X_FORWARDED_FOR,
-            HeaderValue::from_static("::ffff:192.0.2.1"),
+            client_addr(peer, &with(&["192.0.2.1:8080"]), 1),
+            addr("192.0.2.1")
         );
         assert_eq!(
-            client_key(peer, &headers, true),
-            "192.0.2.1".parse::<IpAddr>().expect("ip")
+            client_addr(peer, &with(&["::ffff:192.0.2.1"]), 1),
+            addr("192.0.2.1")
         );
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().expect("ip");
         assert_eq!(
-            client_key(v6, &HeaderMap::new(), false),
-            "2001:db8:1:2::".parse::<IpAddr>().expect("ip")
+            client_addr(v6, &HeaderMap::new(), 0),
+            addr("2001:db8:1:2::")
         );
     }
 }

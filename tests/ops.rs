@@ -536,34 +536,47 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
 }
 
 #[tokio::test]
-async fn trusted_forwarded_for_addresses_are_limited_separately() {
-    let server = Server::start(&[
-        ("RATE_LIMIT_PER_MINUTE", "5"),
-        ("TRUST_FORWARDED_FOR", "true"),
-    ])
-    .await;
+async fn behind_a_trusted_proxy_clients_are_keyed_by_the_address_it_appended() {
+    let server =
+        Server::start(&[("RATE_LIMIT_PER_MINUTE", "5"), ("TRUSTED_PROXY_HOPS", "1")]).await;
     let me = localhost();
-    let a = [("x-forwarded-for", "203.0.113.1")];
-    let b = [("x-forwarded-for", "203.0.113.2, 10.0.0.1")];
-    for _ in 0..5 {
+    // The proxy appends the address it saw on the right; everything left of it is the client's own text,
+    // so rotating it must not buy a fresh bucket.
+    for n in 0..5 {
+        let forged = format!("198.51.100.{n}, 203.0.113.1");
         let answer = server
-            .validate_from(me, "/api/v1/validate", GOOD_ID, &a)
+            .validate_from(
+                me,
+                "/api/v1/validate",
+                GOOD_ID,
+                &[("x-forwarded-for", &forged)],
+            )
             .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
     let limited = server
-        .validate_from(me, "/api/v1/validate", GOOD_ID, &a)
+        .validate_from(
+            me,
+            "/api/v1/validate",
+            GOOD_ID,
+            &[("x-forwarded-for", "192.0.2.99, 203.0.113.1")],
+        )
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(!limited.header("retry-after").is_empty());
 
     let other = server
-        .validate_from(me, "/api/v1/validate", GOOD_ID, &b)
+        .validate_from(
+            me,
+            "/api/v1/validate",
+            GOOD_ID,
+            &[("x-forwarded-for", "203.0.113.1, 203.0.113.2")],
+        )
         .await;
     assert_eq!(other.status, StatusCode::OK);
     assert_eq!(other.header("x-ratelimit-remaining"), "4");
 
-    // A malformed header falls back to the peer address, which has its own fresh allowance.
+    // A malformed entry falls back to the peer address, which has its own fresh allowance.
     let malformed = [("x-forwarded-for", "not-an-address")];
     let answer = server
         .validate_from(me, "/api/v1/validate", GOOD_ID, &malformed)

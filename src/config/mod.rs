@@ -15,7 +15,10 @@ use http::{HeaderValue, Uri};
 use rustls_pki_types::CertificateDer;
 
 use crate::domain::ApiKey;
-use parse::{Reader, parse_bool, parse_cors, parse_host, parse_level, parse_port, read_pem_roots};
+use parse::{
+    Reader, parse_bool, parse_cors, parse_host, parse_level, parse_port, parse_vault_url,
+    read_pem_roots,
+};
 pub use parse::{is_loopback_host, parse_duration};
 
 /// Exit code for invalid configuration or usage (BSD `EX_USAGE`).
@@ -79,7 +82,8 @@ pub struct Config {
     pub metrics_enabled: bool,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
-    pub trust_forwarded_for: bool,
+    /// Proxies in front that append to X-Forwarded-For; 0: the client is the TCP peer.
+    pub trusted_proxy_hops: u32,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
 }
@@ -125,15 +129,7 @@ impl Config {
         });
 
         let secret_cache_ttl = r.duration("SECRET_CACHE_TTL", Duration::from_secs(300));
-        let vault_url = r.parse("KEY_VAULT_URL", None, |v| {
-            let uri: Uri = v.parse().map_err(|_| "must be a URL".to_string())?;
-            if uri.scheme_str() != Some("https") || uri.host().is_none() {
-                return Err(
-                    "must be an https:// URL such as https://my-vault.vault.azure.net/".into(),
-                );
-            }
-            Ok(Some(v.to_owned()))
-        });
+        let vault_url = r.parse("KEY_VAULT_URL", None, |v| parse_vault_url(v).map(Some));
         let vault_set = r.raw("KEY_VAULT_URL").is_some();
         let secret_name = r.parse(
             "RISKSHIELD_API_KEY_SECRET_NAME",
@@ -147,6 +143,17 @@ impl Config {
             },
         );
         let env_key = r.raw("RISKSHIELD_API_KEY");
+        // Checked only where it is used (no vault); the message must not repeat the key, so no `r.parse`.
+        let env_key = match env_key.as_deref().map(ApiKey::parse) {
+            Some(Err(why)) if !vault_set => {
+                r.errors
+                    .push(format!("RISKSHIELD_API_KEY: {why} (value not shown)"));
+                None
+            }
+            Some(Ok(key)) => Some(key),
+            _ => None,
+        };
+        let env_key_set = r.raw("RISKSHIELD_API_KEY").is_some();
         let demo_setting = r.parse("DEMO_MODE", None, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "auto" => Ok(None),
@@ -155,7 +162,7 @@ impl Config {
                     .map_err(|_| "must be auto, true or false".into()),
             }
         });
-        let has_credentials = vault_set || env_key.is_some();
+        let has_credentials = vault_set || env_key_set;
         let demo_mode = demo_setting.unwrap_or(!has_credentials && !prod);
         if prod && (demo_mode || !has_credentials) {
             r.errors.push(format!(
@@ -174,7 +181,7 @@ impl Config {
                 secret_name,
                 ttl: secret_cache_ttl,
             }),
-            (None, Some(key)) => Some(KeySourceConfig::Env(ApiKey::new(key))),
+            (None, Some(key)) => Some(KeySourceConfig::Env(key)),
             (None, None) => None,
         };
 
@@ -205,7 +212,13 @@ impl Config {
                 "RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
             );
         }
-        let trust_forwarded_for = r.flag("TRUST_FORWARDED_FOR", false);
+        let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0u32, 0, 16);
+        if r.raw("TRUST_FORWARDED_FOR").is_some() {
+            r.errors.push(
+                "TRUST_FORWARDED_FOR: replaced by TRUSTED_PROXY_HOPS (the number of proxies in front that append to X-Forwarded-For, e.g. 1 behind Container Apps ingress); unset TRUST_FORWARDED_FOR"
+                    .into(),
+            );
+        }
         let header_read_timeout = r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10));
         let max_connections = r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
 
@@ -236,7 +249,7 @@ impl Config {
             metrics_enabled,
             rate_limit_per_minute,
             rate_limit_burst,
-            trust_forwarded_for,
+            trusted_proxy_hops,
             header_read_timeout,
             max_connections,
         })
@@ -433,5 +446,57 @@ mod tests {
     fn extra_ca_certs_must_be_readable_pem() {
         let errs = errors(&[("EXTRA_CA_CERTS", "/nonexistent/ca.pem")]);
         assert!(errs[0].starts_with("EXTRA_CA_CERTS"), "{errs:?}");
+    }
+
+    #[test]
+    fn extra_ca_certs_must_be_trust_anchors() {
+        // Valid PEM around DER that is no certificate: it parses as PEM but cannot anchor trust.
+        let dir = std::env::temp_dir().join(format!("av-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("junk.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let errs = errors(&[("EXTRA_CA_CERTS", path.to_str().expect("utf-8 path"))]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            errs[0].starts_with("EXTRA_CA_CERTS") && errs[0].contains("trust anchor"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_api_key_that_is_no_header_value_is_refused_without_showing_it() {
+        let errs = errors(&[("RISKSHIELD_API_KEY", "sec ret\u{1}")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("RISKSHIELD_API_KEY"), "{errs:?}");
+        assert!(!errs[0].contains("sec ret"), "{errs:?}");
+        // With a vault the variable is not used, so it is not judged.
+        assert!(
+            config(&[
+                ("RISKSHIELD_API_KEY", "sec ret"),
+                ("KEY_VAULT_URL", "https://v.vault.azure.net/")
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_hops_replaces_trust_forwarded_for() {
+        assert_eq!(config(&[]).expect("valid").trusted_proxy_hops, 0);
+        assert_eq!(
+            config(&[("TRUSTED_PROXY_HOPS", "1")])
+                .expect("valid")
+                .trusted_proxy_hops,
+            1
+        );
+        let errs = errors(&[("TRUST_FORWARDED_FOR", "true")]);
+        assert!(
+            errs[0].starts_with("TRUST_FORWARDED_FOR") && errs[0].contains("TRUSTED_PROXY_HOPS"),
+            "{errs:?}"
+        );
+        assert!(errors(&[("TRUSTED_PROXY_HOPS", "-1")])[0].starts_with("TRUSTED_PROXY_HOPS"));
     }
 }

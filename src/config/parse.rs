@@ -157,16 +157,58 @@ pub(super) fn read_pem_roots(path: &str) -> Result<Vec<CertificateDer<'static>>,
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect();
-    match certs {
-        Ok(certs) if !certs.is_empty() => Ok(certs),
-        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
-        Err(e) => Err(format!("{} is not valid PEM: {e}", path.display())),
+    let certs = match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => return Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => return Err(format!("{} is not valid PEM: {e}", path.display())),
+    };
+    // The same check the TLS client makes when it loads the roots, run here so a bad file stops the start
+    // before the port is bound.
+    let mut store = rustls::RootCertStore::empty();
+    for (index, cert) in certs.iter().enumerate() {
+        store.add(cert.clone()).map_err(|e| {
+            format!(
+                "certificate {} of {} is not usable as a trust anchor: {e}",
+                index + 1,
+                path.display()
+            )
+        })?;
     }
+    Ok(certs)
+}
+
+/// Reads KEY_VAULT_URL with the same URL parser the Key Vault client uses, so what passes here is what the
+/// client gets: an https URL with a host.
+pub(super) fn parse_vault_url(value: &str) -> Result<String, String> {
+    let url = azure_core::http::Url::parse(value)
+        .map_err(|_| "must be a URL such as https://my-vault.vault.azure.net/".to_string())?;
+    if url.scheme() != "https" || url.host_str().is_none_or(str::is_empty) {
+        return Err("must be an https:// URL such as https://my-vault.vault.azure.net/".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query string or fragment".into());
+    }
+    Ok(value.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vault_urls() {
+        assert!(parse_vault_url("https://v.vault.azure.net/").is_ok());
+        assert!(parse_vault_url("https://localhost:8443/").is_ok());
+        for bad in [
+            "http://v.vault.azure.net/",
+            "v.vault.azure.net",
+            "https://",
+            "https://v.vault.azure.net/?x=1",
+            "https://exa mple/",
+        ] {
+            assert!(parse_vault_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_read_units_and_refuse_zero() {

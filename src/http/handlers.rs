@@ -113,12 +113,12 @@ async fn rate_limited(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let decision = state.limiter.as_ref().map(|limiter| {
-        let client = ratelimit::client_key(
+        let client = ratelimit::client_addr(
             ctx.peer.ip(),
             request.headers(),
-            state.config.trust_forwarded_for,
+            state.config.trusted_proxy_hops,
         );
-        limiter.check(client)
+        limiter.check(&ratelimit::ClientKey::Addr(client))
     });
     let result = match decision.and_then(|d| d.retry_after) {
         Some(retry_after) => Err(AppError::RateLimited { retry_after }),

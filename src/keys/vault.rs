@@ -151,7 +151,11 @@ impl FetchSecret for SdkFetch {
             .into_model()
             .map_err(|_| ReadError::Invalid("the vault's answer is not a secret"))?;
         match secret.value {
-            Some(value) if !value.trim().is_empty() => Ok(ApiKey::new(value.trim())),
+            // A value that cannot be sent as a header would make every validation fail: refuse it here, so
+            // /ready stays false and the last good key (if any) keeps serving.
+            Some(value) if !value.trim().is_empty() => {
+                ApiKey::parse(value.trim()).map_err(ReadError::Invalid)
+            }
             _ => Err(ReadError::Invalid("the secret is empty")),
         }
     }
