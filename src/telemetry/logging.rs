@@ -3,15 +3,22 @@
 //! Two things exist for speed, because a log line is written for every request and every upstream attempt,
 //! and the benchmark showed the stock path cost about as much CPU as the request itself:
 //! - [`JsonLines`] (in [`super::jsonline`]) formats an event straight into the output buffer;
-//! - [`BatchedStdout`] collects lines in memory and a background thread writes them in batches every
-//!   [`FLUSH_INTERVAL`] (or at once when the batch is large), so a request does not pay a `write(2)` per line.
-//!   The [`LogGuard`] returned by [`init`] flushes whatever is left when the process ends normally.
+//! - [`BatchedStdout`] collects lines in memory and one background thread writes them in batches every
+//!   [`FLUSH_INTERVAL`] (sooner when a batch is large), so a request does not pay a `write(2)` per line.
+//!
+//! Writing logs never blocks request handling: only the writer thread touches stdout, so a slow or stuck
+//! stdout (a full pipe, a paused log collector) stalls that thread alone. Pending lines are bounded by
+//! [`MAX_PENDING_BYTES`]; past that, lines are dropped and counted ([`lines_dropped`], exported in /metrics),
+//! and once a write succeeds again one warning line says how many were lost. Lines that are written keep
+//! their order, since one thread writes them. The [`LogGuard`] returned by [`init`] flushes whatever is left
+//! when the process ends normally.
 //!
 //! What is logged is decided at the call sites, which never pass the API key, a full ID number or a name.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use tracing_subscriber::filter::Targets;
@@ -26,8 +33,78 @@ use crate::config::LogFormat;
 /// How long a line may wait in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
-/// A batch this large is written at once by the thread that filled it.
+/// A batch this large wakes the writer at once.
 const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Lines waiting to be written, at most (about 20,000 request lines). Past this, new lines are dropped.
+pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long the process waits at exit for the last lines to be written to a stuck stdout.
+const EXIT_FLUSH_WAIT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Set on the writer thread while it reports dropped lines: that one line may exceed the bound, or the
+    /// report could itself be dropped.
+    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Lines dropped since the process started, because stdout could not keep up.
+static LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines dropped so far because stdout could not keep up (the `log_lines_dropped_total` metric).
+pub fn lines_dropped() -> u64 {
+    LINES_DROPPED.load(Ordering::Relaxed)
+}
+
+/// Longest path a request log line carries; a huge URL cannot bloat the logs.
+const MAX_LOGGED_PATH: usize = 200;
+
+/// A request path as logged: cut to [`MAX_LOGGED_PATH`] bytes on a character boundary, and every run of six
+/// or more digits masked with `*`, so an ID number a client put in a URL never reaches the logs. Digits
+/// written as percent-escapes (`%30`–`%39`) count as digits, and a run cut by the length limit is still
+/// masked. Borrows the path when there is nothing to mask (the usual case).
+pub fn loggable_path(path: &str) -> Cow<'_, str> {
+    let mut end = path.len().min(MAX_LOGGED_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let path = &path[..end];
+    let bytes = path.as_bytes();
+    // Each digit's byte range: one byte, or three for a percent-escaped digit.
+    let digit_at = |i: usize| -> Option<usize> {
+        match bytes.get(i)? {
+            b'0'..=b'9' => Some(1),
+            b'%' if bytes.get(i + 1) == Some(&b'3')
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_digit) =>
+            {
+                Some(3)
+            }
+            _ => None,
+        }
+    };
+    let mut masked: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        let mut digits = 0;
+        while let Some(width) = digit_at(i) {
+            digits += 1;
+            i += width;
+        }
+        if digits >= 6 {
+            let out = masked.get_or_insert_with(|| bytes.to_vec());
+            out[start..i].fill(b'*');
+        }
+        if digits == 0 {
+            i += 1;
+        }
+    }
+    match masked {
+        // Only ASCII bytes were replaced by ASCII, so the text is still UTF-8.
+        Some(out) => Cow::Owned(String::from_utf8(out).unwrap_or_default()),
+        None => Cow::Borrowed(path),
+    }
+}
 
 /// Installs the global subscriber. Later calls are ignored (tests start many servers); each returns a guard
 /// that flushes the buffered lines when dropped.
@@ -35,7 +112,7 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// Other crates (the Azure SDK, hyper, rustls) log at WARN and above unless LOG_LEVEL is DEBUG or TRACE: their
 /// INFO lines (every SDK request and response) would drown the service's own and are only useful when debugging.
 pub fn init(level: tracing::Level, format: LogFormat) -> LogGuard {
-    let out = BatchedStdout::start();
+    let (out, guard) = BatchedStdout::start(Box::new(io::stdout()), MAX_PENDING_BYTES);
     let others = if level >= tracing::Level::DEBUG {
         level
     } else {
@@ -46,7 +123,7 @@ pub fn init(level: tracing::Level, format: LogFormat) -> LogGuard {
         .with_default(others);
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_writer(out.clone());
+        .with_writer(out);
     let _ = match format {
         LogFormat::Json => registry()
             .with(layer.event_format(JsonLines))
@@ -57,81 +134,148 @@ pub fn init(level: tracing::Level, format: LogFormat) -> LogGuard {
             .with(filter)
             .try_init(),
     };
-    LogGuard { out }
+    guard
 }
 
-/// Flushes buffered log lines when dropped; keep it alive for the life of the process.
+/// Stops the writer and flushes buffered log lines when dropped; keep it alive for the life of the process.
 #[must_use = "dropping the guard stops the log writer"]
 #[derive(Debug)]
 pub struct LogGuard {
-    out: BatchedStdout,
+    shared: Arc<Shared>,
+    /// Receives once the writer thread has written its last batch and ended.
+    done: Option<mpsc::Receiver<()>>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.out.shared.stopped.store(true, Ordering::Relaxed);
-        self.out.flush_now();
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        if let Some(done) = self.done.take() {
+            // Bounded: a stuck stdout must not keep the process from exiting.
+            let _ = done.recv_timeout(EXIT_FLUSH_WAIT);
+        }
     }
 }
 
 #[derive(Debug, Default)]
-struct Shared {
-    buffer: Mutex<Vec<u8>>,
-    stopped: AtomicBool,
+struct Pending {
+    lines: Vec<u8>,
+    /// Lines dropped since the writer last reported.
+    dropped: u64,
 }
 
-/// Standard output, written in batches by a background thread.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    stopped: AtomicBool,
+    max_pending: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while appending bytes leaves a valid (if partial) buffer; keep logging.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The log sink handed to the subscriber: appends to the bounded in-memory batch, never writes itself.
 #[derive(Debug, Clone)]
 pub struct BatchedStdout {
     shared: Arc<Shared>,
 }
 
 impl BatchedStdout {
-    fn start() -> Self {
-        let out = Self {
-            shared: Arc::new(Shared::default()),
-        };
-        let flusher = out.clone();
+    /// Starts the writer thread on `sink` (stdout in the service). Without a thread (the system refused one)
+    /// lines are buffered up to the bound and written by the guard at exit.
+    fn start(sink: Box<dyn Write + Send>, max_pending: usize) -> (Self, LogGuard) {
+        Self::start_reporting(sink, max_pending, report_dropped)
+    }
+
+    /// [`start`](Self::start) with the function that reports dropped lines (tests capture it).
+    fn start_reporting(
+        sink: Box<dyn Write + Send>,
+        max_pending: usize,
+        report: impl Fn(u64) + Send + 'static,
+    ) -> (Self, LogGuard) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            stopped: AtomicBool::new(false),
+            max_pending,
+        });
+        let (done_tx, done_rx) = mpsc::channel();
+        let writer = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
-                while !flusher.shared.stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(FLUSH_INTERVAL);
-                    flusher.flush_now();
-                }
+                write_batches(&writer, sink, report);
+                let _ = done_tx.send(());
             });
-        if spawned.is_err() {
-            // Without the thread every line is written at once (see `write`): slower, never lost.
-            out.shared.stopped.store(true, Ordering::Relaxed);
-        }
-        out
+        let guard = LogGuard {
+            shared: shared.clone(),
+            done: spawned.ok().map(|_| done_rx),
+        };
+        (Self { shared }, guard)
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        // A panic while appending bytes leaves a valid (if partial) buffer; keep logging.
-        self.shared.buffer.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes the pending lines out of the lock, then writes them; errors (a closed stdout) are ignored.
-    fn flush_now(&self) {
-        let batch = std::mem::take(&mut *self.lock());
+/// The writer thread: waits for lines (at most [`FLUSH_INTERVAL`], or until a batch is large), writes them
+/// in one go, then reports any lines dropped meanwhile. Ends after the last batch once stopped.
+fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>, report: impl Fn(u64)) {
+    loop {
+        let batch = {
+            let mut pending = shared.lock();
+            if pending.lines.len() < FLUSH_BYTES && !shared.stopped.load(Ordering::Acquire) {
+                pending = shared
+                    .wake
+                    .wait_timeout(pending, FLUSH_INTERVAL)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            std::mem::take(&mut pending.lines)
+        };
+        let stopping = shared.stopped.load(Ordering::Acquire);
         if !batch.is_empty() {
-            let mut stdout = io::stdout().lock();
-            let _ = stdout.write_all(&batch);
-            let _ = stdout.flush();
+            // Errors (a closed stdout) are ignored: there is nowhere else to report them.
+            let written = sink.write_all(&batch).and_then(|()| sink.flush());
+            let dropped = std::mem::take(&mut shared.lock().dropped);
+            if written.is_ok() && dropped > 0 {
+                REPORTING.with(|r| r.set(true));
+                report(dropped);
+                REPORTING.with(|r| r.set(false));
+            }
+        }
+        if stopping && shared.lock().lines.is_empty() {
+            return;
         }
     }
 }
 
+/// The one warning line about lost lines; it goes through the subscriber like any other line.
+fn report_dropped(dropped: u64) {
+    tracing::warn!(
+        dropped,
+        "log lines dropped: standard output could not keep up"
+    );
+}
+
 impl Write for BatchedStdout {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let full = {
-            let mut buffer = self.lock();
-            buffer.extend_from_slice(line);
-            buffer.len() >= FLUSH_BYTES
+        let wake = {
+            let mut pending = self.shared.lock();
+            if pending.lines.len() + line.len() > self.shared.max_pending
+                && !REPORTING.with(std::cell::Cell::get)
+            {
+                pending.dropped += 1;
+                LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+                return Ok(line.len());
+            }
+            pending.lines.extend_from_slice(line);
+            pending.lines.len() >= FLUSH_BYTES
         };
-        if full || self.shared.stopped.load(Ordering::Relaxed) {
-            self.flush_now();
+        if wake {
+            self.shared.wake.notify_one();
         }
         Ok(line.len())
     }
@@ -152,26 +296,103 @@ impl<'a> MakeWriter<'a> for BatchedStdout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Dispatch;
+
+    /// Standard output as the tests see it: what was written, and optionally a gate that holds every write
+    /// until opened, announcing each write it holds.
+    #[derive(Clone, Default)]
+    struct Capture {
+        out: Arc<Mutex<Vec<u8>>>,
+        gate: Option<Arc<(Mutex<bool>, Condvar)>>,
+        entered: Option<mpsc::Sender<()>>,
+    }
+
+    impl Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if let Some(gate) = &self.gate {
+                if let Some(entered) = &self.entered {
+                    let _ = entered.send(());
+                }
+                let (open, opened) = &**gate;
+                let mut open = open.lock().expect("gate lock");
+                while !*open {
+                    open = opened.wait(open).expect("gate wait");
+                }
+            }
+            self.out
+                .lock()
+                .expect("capture lock")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text =
+                String::from_utf8(self.out.lock().expect("capture lock").clone()).expect("utf-8");
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect()
+        }
+    }
+
+    /// Stops the writer and waits until it has written everything (no bound: the test's sink never sticks).
+    fn finish(mut guard: LogGuard) {
+        guard.shared.stopped.store(true, Ordering::Release);
+        guard.shared.wake.notify_one();
+        if let Some(done) = guard.done.take() {
+            done.recv().expect("the writer thread ends");
+        }
+    }
+
+    fn json_dispatch(out: BatchedStdout) -> Dispatch {
+        Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(out)
+                .event_format(JsonLines)
+                .finish(),
+        )
+    }
+
+    #[test]
+    fn logged_paths_are_cut_and_mask_digit_runs() {
+        assert_eq!(loggable_path("/a"), "/a");
+        assert!(matches!(
+            loggable_path("/api/v1/validate"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(loggable_path(&"é".repeat(300)).len(), 200);
+        assert_eq!(loggable_path("/x/9001011234088"), "/x/*************");
+        assert_eq!(loggable_path("/x/12345/y"), "/x/12345/y");
+        assert_eq!(loggable_path("/x/123456"), "/x/******");
+        assert_eq!(loggable_path("/a1b2c3d4e5f6"), "/a1b2c3d4e5f6");
+        assert_eq!(
+            loggable_path("/x/%39001011234088?q=1"),
+            "/x/***************?q=1"
+        );
+        assert_eq!(loggable_path("/v1/%3x123456"), "/v1/%3x******");
+        let long = format!("/{}{}", "a".repeat(190), "9".repeat(40));
+        let logged = loggable_path(&long);
+        assert_eq!(logged.len(), 200);
+        assert!(logged.ends_with("*********"), "{logged}");
+        assert!(!logged.contains('9'));
+    }
 
     #[test]
     fn events_become_one_json_object_per_line() {
-        let out = BatchedStdout {
-            shared: Arc::new(Shared::default()),
-        };
-        let capture = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(out)
-            .event_format(JsonLines)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let capture = Capture::default();
+        let (out, guard) = BatchedStdout::start(Box::new(capture.clone()), MAX_PENDING_BYTES);
+        tracing::dispatcher::with_default(&json_dispatch(out), || {
             tracing::info!(status = 200u16, duration_ms = 1.5, path = %"/a\"b", ok = true, delta = -3i64, "request");
             tracing::warn!("second");
         });
-        let text = String::from_utf8(capture.lock().clone()).expect("utf-8");
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect();
+        finish(guard);
+        let lines = capture.lines();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["message"], "request");
         assert_eq!(lines[0]["level"], "INFO");
@@ -186,5 +407,59 @@ mod tests {
                 .as_str()
                 .is_some_and(|t| t.ends_with('Z'))
         );
+    }
+
+    #[test]
+    fn a_stuck_stdout_never_blocks_logging_and_dropped_lines_are_counted_then_reported_in_order() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (entered_tx, entered) = mpsc::channel();
+        let capture = Capture {
+            gate: Some(gate.clone()),
+            entered: Some(entered_tx),
+            ..Capture::default()
+        };
+        let reported = Arc::new(Mutex::new(None::<Dispatch>));
+        let report_to = reported.clone();
+        let (out, guard) =
+            BatchedStdout::start_reporting(Box::new(capture.clone()), 2048, move |n| {
+                if let Some(dispatch) = report_to.lock().expect("lock").as_ref() {
+                    tracing::dispatcher::with_default(dispatch, || report_dropped(n));
+                }
+            });
+        let dispatch = json_dispatch(out);
+        *reported.lock().expect("lock") = Some(dispatch.clone());
+        let dropped_before = lines_dropped();
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(n = 0u64, "line");
+            // The writer now holds line 0 and is stuck in the write: standard output does not move.
+            entered.recv().expect("the writer writes");
+            // If logging blocked on stdout, this loop would never finish.
+            for n in 1..=200u64 {
+                tracing::info!(n, "line");
+            }
+        });
+        let dropped = lines_dropped() - dropped_before;
+        assert!(dropped > 150, "only {dropped} dropped with a 2 KiB bound");
+        {
+            let (open, opened) = &*gate;
+            *open.lock().expect("gate lock") = true;
+            opened.notify_all();
+        }
+        finish(guard);
+        let lines = capture.lines();
+        let numbers: Vec<u64> = lines.iter().filter_map(|l| l["n"].as_u64()).collect();
+        assert_eq!(numbers.first(), Some(&0));
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {numbers:?}"
+        );
+        assert_eq!(numbers.len() as u64 + dropped, 201);
+        let warning = lines
+            .iter()
+            .find(|l| l["level"] == "WARN")
+            .expect("one warning about dropped lines");
+        assert_eq!(warning["dropped"].as_u64(), Some(dropped));
+        // It comes after the lines that were kept, once writing resumed.
+        assert_eq!(lines.last(), Some(warning));
     }
 }
