@@ -403,11 +403,19 @@ async fn cors_allows_configured_origins_only() {
         allowed.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    assert!(
-        allowed
-            .header("access-control-expose-headers")
-            .is_some_and(|h| h.contains("x-correlation-id"))
-    );
+    let exposed = allowed
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for name in [
+        "x-correlation-id",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+    }
     let refused = send(
         Method::POST,
         &s.url("/api/v1/validate"),

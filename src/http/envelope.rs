@@ -17,6 +17,7 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use super::handlers;
 use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::config::CorsOrigins;
+use crate::ratelimit::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
 use crate::routes::Route;
 use crate::telemetry::logging::loggable_path;
 
@@ -29,7 +30,15 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE, X_CORRELATION_ID.clone()])
-        .expose_headers([X_CORRELATION_ID.clone()])
+        // A browser client must be able to read what the contract tells it: its correlation id, when to retry,
+        // and its rate-limit allowance.
+        .expose_headers([
+            X_CORRELATION_ID.clone(),
+            header::RETRY_AFTER,
+            X_RATELIMIT_LIMIT.clone(),
+            X_RATELIMIT_REMAINING.clone(),
+            X_RATELIMIT_RESET.clone(),
+        ])
         .max_age(Duration::from_secs(600))
 }
 
