@@ -478,3 +478,131 @@ impl FakeRiskShield {
             .expect("a FakeRiskShield always records")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{exchange, get, send};
+
+    async fn post(fake: &str, headers: &[(&str, &str)]) -> crate::Reply {
+        send(Method::POST, &format!("{fake}/score"), headers, "{}").await
+    }
+
+    #[tokio::test]
+    async fn a_plan_served_without_recording_routes_like_the_example_binary() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer = Step::ok(17, "LOW").with_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let plan = Plan::new(answer)
+            .api_key(HeaderValue::from_static("k1"))
+            .without_recording();
+        let serving = tokio::spawn(plan.serve(listener));
+        let base = format!("http://{addr}/v1");
+
+        assert_eq!(
+            get(&format!("http://{addr}/health")).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(post(&base, &[]).await.status, StatusCode::UNAUTHORIZED);
+        let wrong = post(&base, &[("x-api-key", "k2")]).await;
+        assert_eq!(wrong.code(), "invalid API key");
+        let ok = post(&base, &[("x-api-key", "k1")]).await;
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(
+            ok.json(),
+            serde_json::json!({"riskScore": 17, "riskLevel": "LOW"})
+        );
+        assert_eq!(ok.header("content-type"), Some("application/json"));
+        let get_score = get(&format!("{base}/score")).await;
+        assert_eq!(get_score.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            get(&format!("http://{addr}/nope")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        // One answered score request; every request above came on its own connection, this one too.
+        let stats = get(&format!("http://{addr}/stats")).await.json();
+        assert_eq!(stats, serde_json::json!({"requests": 1, "connections": 7}));
+        serving.abort();
+    }
+
+    #[tokio::test]
+    async fn a_script_plays_in_order_then_the_default_and_records_everything() {
+        let fake = FakeRiskShield::scripted(
+            vec![
+                Step::status(503).with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+                Step::body("not json"),
+            ],
+            Step::ok(5, "LOW"),
+        )
+        .await;
+        let first = post(&fake.url(), &[("x-api-key", "a")]).await;
+        assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(first.header("retry-after"), Some("1"));
+        assert_eq!(first.header("content-type"), None);
+        assert_eq!(post(&fake.url(), &[]).await.text(), "not json");
+        for _ in 0..2 {
+            assert_eq!(post(&fake.url(), &[]).await.json()["riskScore"], 5);
+        }
+        assert_eq!(fake.count(), 4);
+        assert_eq!(fake.keys(), ["a", "", "", ""]);
+        let first = &fake.requests()[0];
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str()),
+            ("POST", "/v1/score")
+        );
+        assert_eq!(first.body, serde_json::json!({}));
+        assert_eq!(fake.connections(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_held_answer_waits_for_release() {
+        let fake = FakeRiskShield::start(Step::hold()).await;
+        let url = format!("{}/score", fake.url());
+        let pending = tokio::spawn(async move { send(Method::POST, &url, &[], "{}").await });
+        fake.wait_for(1).await;
+        assert!(!pending.is_finished());
+        fake.release();
+        let reply = pending.await.expect("request task");
+        assert_eq!(reply.json()["riskScore"], 42);
+    }
+
+    #[tokio::test]
+    async fn close_ends_the_connection_without_an_answer_then_the_script_goes_on() {
+        let fake = FakeRiskShield::scripted(vec![Step::Close], Step::ok(1, "LOW")).await;
+        let request = || {
+            Request::post(format!("{}/score", fake.url()))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .expect("request")
+        };
+        assert!(exchange(request()).await.is_err());
+        assert_eq!(fake.requests()[0].path, "(closed)");
+        let reply = exchange(request()).await.expect("the next step answers");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(fake.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_changed_key_is_the_only_one_accepted() {
+        let fake = FakeRiskShield::with_plan(
+            Plan::new(Step::ok(1, "LOW")).api_key(HeaderValue::from_static("old")),
+        )
+        .await;
+        assert_eq!(
+            post(&fake.url(), &[("x-api-key", "old")]).await.status,
+            StatusCode::OK
+        );
+        fake.accept_only(HeaderValue::from_static("new"));
+        assert_eq!(
+            post(&fake.url(), &[("x-api-key", "old")]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post(&fake.url(), &[("x-api-key", "new")]).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(fake.keys(), ["old", "old", "new"]);
+    }
+}
