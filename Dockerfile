@@ -88,22 +88,25 @@ RUN rustup target add "${TARGET}" \
 WORKDIR /build
 # Dependencies get their own layer: build them against stub sources, so editing src/ does not recompile
 # the dependency tree. The layer is rebuilt only when Cargo.toml, Cargo.lock or .cargo/config.toml change.
+# testkit/ is the workspace's dev-only crate the fake RiskShield example is built on.
 COPY Cargo.toml Cargo.lock ./
+COPY testkit/Cargo.toml testkit/Cargo.toml
 COPY .cargo/config.toml .cargo/config.toml
-RUN mkdir -p src examples \
+RUN mkdir -p src examples testkit/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs testkit/src/lib.rs \
     && echo 'fn main() {}' > examples/fake_riskshield.rs \
     && cargo build --locked --release --target "${TARGET}" --bin applicant-validator \
     && cargo build --locked --release --target "${TARGET}" --example fake_riskshield \
-    && rm -rf src examples
+    && rm -rf src examples testkit/src
 COPY src src
 COPY examples examples
+COPY testkit/src testkit/src
 # COPY keeps the sources' timestamps, which can be older than the stub build: touch them so cargo rebuilds.
 # The service and the example are built by separate commands: an example pulls in dev-dependencies, whose
 # features (e.g. tokio's test-util) must not be unified into the shipped binary.
 # A static binary has no interpreter (PT_INTERP): fail the build if it would need a loader the image lacks.
-RUN find src examples -type f -exec touch {} + \
+RUN find src examples testkit/src -type f -exec touch {} + \
     && cargo build --locked --release --target "${TARGET}" --bin applicant-validator \
     && install -D -m 0555 "target/${TARGET}/release/applicant-validator" /out/app \
     && cargo build --locked --release --target "${TARGET}" --example fake_riskshield \

@@ -14,24 +14,20 @@
 //! It builds static for musl like the service and runs as PID 1 in its own scratch container, so it handles
 //! SIGTERM/SIGINT itself (PID 1 has no default signal handling) and exits 0.
 //!
+//! The serving is the tests' fake RiskShield (`testkit::riskshield`) with one fixed step and no request
+//! recording; this file is its command line.
+//!
 //! ```text
 //! cargo run --release --example fake_riskshield -- --listen 127.0.0.1:9090 --score 17 --level LOW
 //! ```
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use testkit::riskshield::{Plan, Step};
 use tokio::net::TcpListener;
 
 /// Command line; every option also reads the env var named next to it, so the scratch image is configured
@@ -71,21 +67,8 @@ struct Args {
     threads: Option<usize>,
 }
 
-/// Shared by all connections: the prebuilt answers and the counters behind `/stats`.
-struct State {
-    score_body: Bytes,
-    delay: Duration,
-    api_key: Option<HeaderValue>,
-    requests: AtomicU64,
-    connections: AtomicU64,
-}
-
-type Body = Full<Bytes>;
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let score_body =
-        serde_json::json!({ "riskScore": args.score, "riskLevel": args.level }).to_string();
     let api_key = match args.api_key.as_deref().map(HeaderValue::from_str) {
         None => None,
         Some(Ok(value)) => Some(value),
@@ -94,13 +77,13 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let state = Arc::new(State {
-        score_body: Bytes::from(score_body),
-        delay: Duration::from_millis(args.delay_ms),
-        api_key,
-        requests: AtomicU64::new(0),
-        connections: AtomicU64::new(0),
-    });
+    let answer = Step::ok(args.score, &args.level)
+        .with_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .after(Duration::from_millis(args.delay_ms));
+    let mut plan = Plan::new(answer).without_recording();
+    if let Some(key) = api_key.clone() {
+        plan = plan.api_key(key);
+    }
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads.filter(|&n| n > 0) {
@@ -127,100 +110,19 @@ fn main() -> ExitCode {
             serde_json::json!({
                 "msg": "fake RiskShield listening",
                 "listen": args.listen.to_string(),
-                "answer": serde_json::from_slice::<serde_json::Value>(&state.score_body).unwrap_or_default(),
-                "api_key_required": state.api_key.is_some(),
+                "answer": { "riskScore": args.score, "riskLevel": args.level },
+                "api_key_required": api_key.is_some(),
                 "delay_ms": args.delay_ms,
             })
         );
         tokio::select! {
-            () = accept_loop(listener, state) => ExitCode::from(1),
+            () = plan.serve(listener) => ExitCode::from(1),
             signal = shutdown_signal() => {
                 println!("{}", serde_json::json!({ "msg": "fake RiskShield exiting", "signal": signal }));
                 ExitCode::SUCCESS
             }
         }
     })
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Usually EMFILE under load: back off briefly instead of spinning or crashing.
-                eprintln!("fake_riskshield: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        state.connections.fetch_add(1, Ordering::Relaxed);
-        // Small request/response pairs on keep-alive connections: Nagle would add delayed-ACK latency.
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
-            // Errors here are client disconnects; nothing useful to do with them.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path();
-    if path.ends_with("/score") {
-        if req.method() != Method::POST {
-            return Ok(reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                r#"{"error":"use POST"}"#,
-            ));
-        }
-        let authorised = match &state.api_key {
-            None => true,
-            Some(expected) => req.headers().get("x-api-key") == Some(expected),
-        };
-        // Read the body to the end so the connection can be reused for the next request.
-        if req.into_body().collect().await.is_err() {
-            return Ok(reply(
-                StatusCode::BAD_REQUEST,
-                r#"{"error":"unreadable body"}"#,
-            ));
-        }
-        if !authorised {
-            return Ok(reply(
-                StatusCode::UNAUTHORIZED,
-                r#"{"error":"invalid API key"}"#,
-            ));
-        }
-        state.requests.fetch_add(1, Ordering::Relaxed);
-        if !state.delay.is_zero() {
-            tokio::time::sleep(state.delay).await;
-        }
-        return Ok(reply(StatusCode::OK, state.score_body.clone()));
-    }
-    Ok(match (req.method(), path) {
-        (&Method::GET, "/health") => reply(StatusCode::OK, r#"{"status":"ok"}"#),
-        (&Method::GET, "/stats") => reply(
-            StatusCode::OK,
-            serde_json::json!({
-                "requests": state.requests.load(Ordering::Relaxed),
-                "connections": state.connections.load(Ordering::Relaxed),
-            })
-            .to_string(),
-        ),
-        _ => reply(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#),
-    })
-}
-
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// Resolves with the signal's name on SIGTERM (docker stop) or SIGINT (Ctrl-C).

@@ -1,34 +1,15 @@
 //! The built binary: exit codes, configuration errors, the healthcheck subcommand, logs and SIGTERM drain.
 
-mod common;
-
-use std::process::Stdio;
-use std::time::Duration;
-
-use common::{FakeUpstream, Step, TestServer, applicant, closed_port, config};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use testkit::client::post_json;
+use testkit::riskshield::{FakeRiskShield, Step};
+use testkit::server::closed_port;
 
-const BIN: &str = env!("CARGO_BIN_EXE_applicant-validator");
+use crate::support::{App, BIN, TestServer, applicant, config};
 
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
+/// Runs the binary to completion: exit code, stdout, stderr.
 async fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = command(args, env).output().await.expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    testkit::process::run(BIN, args, env).await
 }
 
 #[tokio::test]
@@ -207,84 +188,34 @@ async fn healthcheck_argument_errors_exit_1() {
     assert_eq!(code, 1);
 }
 
-/// A running `serve` child and the address it logged.
-struct Served {
-    child: Child,
-    addr: String,
-    lines: tokio::sync::mpsc::UnboundedReceiver<Value>,
-}
-
-async fn spawn_serve(env: &[(&str, &str)]) -> Served {
-    let mut vars = vec![("HOST", "127.0.0.1"), ("PORT", "0"), ("LOG_FORMAT", "json")];
-    vars.extend_from_slice(env);
-    let mut child = command(&["serve"], &vars)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = lines.recv().await.expect("server logged before exiting");
-        if line["message"] == "listening" {
-            break line["address"].as_str().expect("address").to_owned();
-        }
-    };
-    Served { child, addr, lines }
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
-    let fake = FakeUpstream::start(Step::Hold).await;
+    let fake = FakeRiskShield::start(Step::hold()).await;
     let url = fake.url();
-    let mut served = spawn_serve(&[
+    let mut app = App::start(&[
         ("RISKSHIELD_API_KEY", "secret-key-value"),
-        ("RISKSHIELD_API_URL", &url),
+        ("RISKSHIELD_API_URL", url.as_str()),
     ])
     .await;
-    let target = format!("http://{}/api/v1/validate", served.addr);
-    let request = tokio::spawn(async move { common::post_json(&target, &applicant()).await });
+    let target = app.url("/api/v1/validate");
+    let request = tokio::spawn(async move { post_json(&target, &applicant()).await });
     fake.wait_for(1).await;
-    sigterm(&served.child);
+    app.process.signal("TERM");
     // Wait for the drain to begin before letting the upstream answer.
-    loop {
-        let line = served.lines.recv().await.expect("log");
-        if line["message"] == "shutting down, draining" {
-            break;
-        }
-    }
+    app.process
+        .wait_for_log("the drain", |l| l["message"] == "shutting down, draining")
+        .await;
     fake.release();
     let reply = request.await.expect("request task");
     assert_eq!(reply.status, http::StatusCode::OK);
     assert_eq!(reply.json()["riskScore"], 42);
-    let status = tokio::time::timeout(Duration::from_secs(20), served.child.wait())
-        .await
-        .expect("exits")
-        .expect("status");
+    let status = app.process.wait().await;
     assert_eq!(status.code(), Some(0));
-    let mut rest = Vec::new();
-    while let Some(line) = served.lines.recv().await {
-        rest.push(line);
-    }
+    let lines = app.process.json_lines();
+    let rest: Vec<&Value> = lines
+        .iter()
+        .skip_while(|l| l["message"] != "shutting down, draining")
+        .collect();
     assert!(
         rest.iter().any(|l| l["message"] == "drained, exiting"),
         "{rest:?}"
@@ -293,30 +224,19 @@ async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
 
 #[tokio::test]
 async fn logs_are_json_lines_without_secrets_or_personal_data() {
-    let fake = FakeUpstream::start(Step::ok(42, "MEDIUM")).await;
+    let fake = FakeRiskShield::start(Step::ok(42, "MEDIUM")).await;
     let url = fake.url();
-    let mut served = spawn_serve(&[
+    let mut app = App::start(&[
         ("RISKSHIELD_API_KEY", "secret-key-value"),
-        ("RISKSHIELD_API_URL", &url),
+        ("RISKSHIELD_API_URL", url.as_str()),
     ])
     .await;
-    let reply = common::send(
-        http::Method::POST,
-        &format!("http://{}/api/v1/validate", served.addr),
-        &[
-            ("content-type", "application/json"),
-            ("x-correlation-id", "log-test-1"),
-        ],
-        serde_json::to_vec(&applicant()).expect("json"),
-    )
-    .await;
+    let reply = app.validate_as("log-test-1").await;
     assert_eq!(reply.status, http::StatusCode::OK);
-    sigterm(&served.child);
-    let _ = served.child.wait().await;
-    let mut lines = Vec::new();
-    while let Some(line) = served.lines.recv().await {
-        lines.push(line);
-    }
+    app.process.signal("TERM");
+    app.process.wait().await;
+    // Every line is JSON (json_lines fails the test otherwise).
+    let lines = app.process.json_lines();
     let request_line = lines
         .iter()
         .find(|l| l["message"] == "request" && l["correlation_id"] == "log-test-1")
@@ -330,12 +250,5 @@ async fn logs_are_json_lines_without_secrets_or_personal_data() {
             .iter()
             .any(|l| l["message"] == "upstream attempt" && l["correlation_id"] == "log-test-1")
     );
-    let all = lines
-        .iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-    for secret in ["secret-key-value", "Thandi", "Nkosi", "9001011234088"] {
-        assert!(!all.contains(secret), "logs contain {secret}");
-    }
+    app.assert_no_secrets_logged(&["secret-key-value", "Thandi", "Nkosi", "9001011234088"]);
 }

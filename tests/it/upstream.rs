@@ -1,16 +1,18 @@
 //! The upstream call against a scripted fake RiskShield: every row of the contract's table, with the exact
 //! number of attempts the fake received.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{
-    FakeUpstream, Step, TestServer, applicant, closed_port, config, get, post_json, send,
-};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
 use serde_json::json;
+use testkit::Reply;
+use testkit::client::{exchange, get, post_json, send};
+use testkit::riskshield::{FakeRiskShield, Step};
+use testkit::server::closed_port;
+
+use crate::support::{TestServer, applicant, config};
 
 /// A server pointed at `fake` with fast retries; `extra` overrides.
 async fn server(url: &str, extra: &[(&str, &str)]) -> TestServer {
@@ -24,13 +26,13 @@ async fn server(url: &str, extra: &[(&str, &str)]) -> TestServer {
     TestServer::start(config(&vars)).await
 }
 
-async fn validate(s: &TestServer) -> common::Reply {
+async fn validate(s: &TestServer) -> Reply {
     post_json(&s.url("/api/v1/validate"), &applicant()).await
 }
 
 #[tokio::test]
 async fn a_valid_answer_is_passed_through_with_the_contract_headers_and_body() {
-    let fake = FakeUpstream::start(Step::ok(73, "HIGH")).await;
+    let fake = FakeRiskShield::start(Step::ok(73, "HIGH")).await;
     let s = server(&fake.url(), &[]).await;
     let r = send(
         Method::POST,
@@ -66,7 +68,7 @@ async fn a_valid_answer_is_passed_through_with_the_contract_headers_and_body() {
 
 #[tokio::test]
 async fn a_generated_correlation_id_is_sent_upstream() {
-    let fake = FakeUpstream::start(Step::ok(1, "LOW")).await;
+    let fake = FakeRiskShield::start(Step::ok(1, "LOW")).await;
     let s = server(&fake.url(), &[]).await;
     let r = validate(&s).await;
     let id = r.header("x-correlation-id").expect("id");
@@ -77,7 +79,7 @@ async fn a_generated_correlation_id_is_sent_upstream() {
 
 #[tokio::test]
 async fn server_errors_are_retried_up_to_max_attempts() {
-    let fake = FakeUpstream::start(Step::status(500)).await;
+    let fake = FakeRiskShield::start(Step::status(500)).await;
     let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "3")]).await;
     let r = validate(&s).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -88,7 +90,7 @@ async fn server_errors_are_retried_up_to_max_attempts() {
 
 #[tokio::test]
 async fn max_attempts_one_means_no_retry() {
-    let fake = FakeUpstream::start(Step::status(502)).await;
+    let fake = FakeRiskShield::start(Step::status(502)).await;
     let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "1")]).await;
     assert_eq!(validate(&s).await.code(), "UPSTREAM_UNAVAILABLE");
     assert_eq!(fake.count(), 1);
@@ -97,7 +99,7 @@ async fn max_attempts_one_means_no_retry() {
 
 #[tokio::test]
 async fn a_503_then_200_succeeds_on_the_second_attempt() {
-    let fake = FakeUpstream::scripted(vec![Step::status(503)], Step::ok(12, "LOW")).await;
+    let fake = FakeRiskShield::scripted(vec![Step::status(503)], Step::ok(12, "LOW")).await;
     let s = server(&fake.url(), &[]).await;
     let r = validate(&s).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -108,7 +110,7 @@ async fn a_503_then_200_succeeds_on_the_second_attempt() {
 
 #[tokio::test]
 async fn request_timeout_408_is_retried() {
-    let fake = FakeUpstream::scripted(vec![Step::status(408)], Step::ok(12, "LOW")).await;
+    let fake = FakeRiskShield::scripted(vec![Step::status(408)], Step::ok(12, "LOW")).await;
     let s = server(&fake.url(), &[]).await;
     assert_eq!(validate(&s).await.status, StatusCode::OK);
     assert_eq!(fake.count(), 2);
@@ -117,8 +119,8 @@ async fn request_timeout_408_is_retried() {
 
 #[tokio::test]
 async fn retry_after_is_honoured_before_the_next_attempt() {
-    let fake = FakeUpstream::scripted(
-        vec![Step::status(429).with_header("retry-after", "1")],
+    let fake = FakeRiskShield::scripted(
+        vec![Step::status(429).with_header(RETRY_AFTER, HeaderValue::from_static("1"))],
         Step::ok(30, "MEDIUM"),
     )
     .await;
@@ -139,8 +141,9 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
 #[tokio::test]
 async fn retry_after_as_an_http_date_is_honoured() {
     let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
-    let fake = FakeUpstream::scripted(
-        vec![Step::status(503).with_header("retry-after", when)],
+    let when = HeaderValue::try_from(when).expect("an HTTP date is a header value");
+    let fake = FakeRiskShield::scripted(
+        vec![Step::status(503).with_header(RETRY_AFTER, when)],
         Step::ok(30, "MEDIUM"),
     )
     .await;
@@ -155,7 +158,10 @@ async fn retry_after_as_an_http_date_is_honoured() {
 
 #[tokio::test]
 async fn the_final_unavailable_answer_carries_the_upstream_retry_after() {
-    let fake = FakeUpstream::start(Step::status(503).with_header("retry-after", "1")).await;
+    let fake = FakeRiskShield::start(
+        Step::status(503).with_header(RETRY_AFTER, HeaderValue::from_static("1")),
+    )
+    .await;
     let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "2")]).await;
     let r = validate(&s).await;
     assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
@@ -166,7 +172,10 @@ async fn the_final_unavailable_answer_carries_the_upstream_retry_after() {
 
 #[tokio::test]
 async fn a_retry_that_would_overrun_the_request_deadline_is_not_made() {
-    let fake = FakeUpstream::start(Step::status(503).with_header("retry-after", "5")).await;
+    let fake = FakeRiskShield::start(
+        Step::status(503).with_header(RETRY_AFTER, HeaderValue::from_static("5")),
+    )
+    .await;
     let s = server(&fake.url(), &[("REQUEST_TIMEOUT", "2s")]).await;
     let r = validate(&s).await;
     assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
@@ -177,7 +186,7 @@ async fn a_retry_that_would_overrun_the_request_deadline_is_not_made() {
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     for status in [400, 404, 409, 422] {
-        let fake = FakeUpstream::start(Step::status(status)).await;
+        let fake = FakeRiskShield::start(Step::status(status)).await;
         let s = server(&fake.url(), &[]).await;
         let r = validate(&s).await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{status}");
@@ -204,7 +213,7 @@ async fn invalid_answers_are_502_after_one_attempt() {
         String::new(),
         oversized,
     ] {
-        let fake = FakeUpstream::start(Step::body(body.clone())).await;
+        let fake = FakeRiskShield::start(Step::body(body.clone())).await;
         let s = server(&fake.url(), &[]).await;
         let r = validate(&s).await;
         assert_eq!(
@@ -221,7 +230,7 @@ async fn invalid_answers_are_502_after_one_attempt() {
 
 #[tokio::test]
 async fn a_slow_upstream_times_out_per_attempt() {
-    let fake = FakeUpstream::start(Step::Slow(Duration::from_secs(30))).await;
+    let fake = FakeRiskShield::start(Step::slow(Duration::from_secs(30))).await;
     let s = server(
         &fake.url(),
         &[
@@ -239,7 +248,7 @@ async fn a_slow_upstream_times_out_per_attempt() {
 
 #[tokio::test]
 async fn the_request_deadline_bounds_everything() {
-    let fake = FakeUpstream::start(Step::Slow(Duration::from_secs(30))).await;
+    let fake = FakeRiskShield::start(Step::slow(Duration::from_secs(30))).await;
     let s = server(
         &fake.url(),
         &[("RISKSHIELD_TIMEOUT", "10s"), ("REQUEST_TIMEOUT", "300ms")],
@@ -254,7 +263,7 @@ async fn the_request_deadline_bounds_everything() {
 
 #[tokio::test]
 async fn a_connection_closed_without_an_answer_is_retried_then_503() {
-    let fake = FakeUpstream::start(Step::Close).await;
+    let fake = FakeRiskShield::start(Step::Close).await;
     let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "3")]).await;
     let r = validate(&s).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -281,7 +290,7 @@ async fn nothing_listening_is_503() {
 #[tokio::test]
 async fn unauthorized_with_an_env_key_is_502_after_one_attempt() {
     for status in [401, 403] {
-        let fake = FakeUpstream::start(Step::status(status)).await;
+        let fake = FakeRiskShield::start(Step::status(status)).await;
         let s = server(&fake.url(), &[]).await;
         let r = validate(&s).await;
         assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -293,7 +302,7 @@ async fn unauthorized_with_an_env_key_is_502_after_one_attempt() {
 
 #[tokio::test]
 async fn the_breaker_opens_after_the_threshold_and_stops_calls() {
-    let fake = FakeUpstream::start(Step::status(500)).await;
+    let fake = FakeRiskShield::start(Step::status(500)).await;
     let s = server(
         &fake.url(),
         &[
@@ -327,7 +336,7 @@ async fn the_breaker_opens_after_the_threshold_and_stops_calls() {
 
 #[tokio::test]
 async fn the_breaker_half_opens_and_closes_after_a_good_probe() {
-    let fake = FakeUpstream::scripted(
+    let fake = FakeRiskShield::scripted(
         vec![Step::status(500), Step::status(500)],
         Step::ok(9, "LOW"),
     )
@@ -366,7 +375,7 @@ async fn the_breaker_half_opens_and_closes_after_a_good_probe() {
 
 #[tokio::test]
 async fn client_errors_reset_the_breaker_count() {
-    let fake = FakeUpstream::scripted(
+    let fake = FakeRiskShield::scripted(
         vec![Step::status(500), Step::status(400), Step::status(500)],
         Step::status(500),
     )
@@ -390,7 +399,7 @@ async fn client_errors_reset_the_breaker_count() {
 
 #[tokio::test]
 async fn connections_are_reused() {
-    let fake = FakeUpstream::start(Step::ok(5, "LOW")).await;
+    let fake = FakeRiskShield::start(Step::ok(5, "LOW")).await;
     let s = server(&fake.url(), &[]).await;
     for _ in 0..200 {
         assert_eq!(validate(&s).await.status, StatusCode::OK);
@@ -406,7 +415,7 @@ async fn connections_are_reused() {
 
 #[tokio::test]
 async fn readiness_checks_the_upstream_host_without_calling_score() {
-    let fake = FakeUpstream::start(Step::ok(5, "LOW")).await;
+    let fake = FakeRiskShield::start(Step::ok(5, "LOW")).await;
     let s = server(&fake.url(), &[]).await;
     let r = get(&s.url("/ready")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -430,7 +439,7 @@ async fn readiness_checks_the_upstream_host_without_calling_score() {
 
 #[tokio::test]
 async fn a_retried_call_sends_the_same_correlation_id_every_time() {
-    let fake = FakeUpstream::scripted(
+    let fake = FakeRiskShield::scripted(
         vec![Step::status(500), Step::status(502)],
         Step::ok(1, "LOW"),
     )
@@ -458,7 +467,7 @@ async fn a_retried_call_sends_the_same_correlation_id_every_time() {
 
 #[tokio::test]
 async fn shutdown_cuts_off_requests_still_running_when_the_grace_period_ends() {
-    let fake = FakeUpstream::start(Step::Hold).await;
+    let fake = FakeRiskShield::start(Step::hold()).await;
     let s = server(
         &fake.url(),
         &[("SHUTDOWN_GRACE", "200ms"), ("RISKSHIELD_TIMEOUT", "60s")],
@@ -470,7 +479,7 @@ async fn shutdown_cuts_off_requests_still_running_when_the_grace_period_ends() {
             serde_json::to_vec(&applicant()).expect("json"),
         )))
         .expect("request");
-    let pending = tokio::spawn(async move { common::client().request(request).await });
+    let pending = tokio::spawn(exchange(request));
     fake.wait_for(1).await;
     // Returns once the grace period is over, with the held request still unanswered.
     s.stop().await;

@@ -3,40 +3,27 @@
 //! rate limiting of validations (by peer address and by trusted X-Forwarded-For).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket};
+use http::{Method, StatusCode};
+use testkit::Reply;
+use testkit::azure::VaultMode;
+use testkit::client::send_from;
+use testkit::riskshield::{FakeRiskShield, Step};
 
-// The Key Vault fakes of tests/vault.rs; this file uses only some of them.
-#[allow(dead_code)]
-mod vault_support;
+use crate::support::{Fixture, TestServer, config};
 
 const GOOD_ID: &str = "8001015009087";
-/// The fake RiskShield answers 500 for ID numbers starting with 9.
-const FAILING_ID: &str = "9001011234088";
 
-mod common;
-
-/// The server under test (tests/common), with helpers to send from chosen source addresses.
+/// The server under test, with helpers to send from chosen source addresses.
 struct Server {
-    addr: SocketAddr,
-    inner: common::TestServer,
+    inner: TestServer,
 }
 
 impl Server {
     async fn start(vars: &[(&str, &str)]) -> Server {
-        let inner = common::TestServer::start(common::config(vars)).await;
         Server {
-            addr: inner.addr,
-            inner,
+            inner: TestServer::start(config(vars)).await,
         }
     }
 
@@ -52,11 +39,18 @@ impl Server {
         path: &str,
         headers: &[(&str, &str)],
         body: &str,
-    ) -> Answer {
-        send_to(self.addr, source, method, path, headers, body).await
+    ) -> Reply {
+        send_from(
+            Some(source),
+            method,
+            &self.inner.url(path),
+            headers,
+            body.to_owned(),
+        )
+        .await
     }
 
-    async fn send(&self, method: Method, path: &str) -> Answer {
+    async fn send(&self, method: Method, path: &str) -> Reply {
         self.send_from(localhost(), method, path, &[], "").await
     }
 
@@ -66,7 +60,7 @@ impl Server {
         path: &str,
         id: &str,
         headers: &[(&str, &str)],
-    ) -> Answer {
+    ) -> Reply {
         let body = format!(r#"{{"firstName":"Jane","lastName":"Doe","idNumber":"{id}"}}"#);
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
@@ -74,130 +68,37 @@ impl Server {
             .await
     }
 
-    async fn validate(&self, path: &str, id: &str) -> Answer {
+    async fn validate(&self, path: &str, id: &str) -> Reply {
         self.validate_from(localhost(), path, id, &[]).await
     }
 
     async fn metrics(&self) -> String {
-        let answer = self.send(Method::GET, "/metrics").await;
-        assert_eq!(answer.status, StatusCode::OK);
-        assert!(
-            answer
-                .header("content-type")
-                .starts_with("application/openmetrics-text"),
-            "{:?}",
-            answer.headers
-        );
-        String::from_utf8(answer.body.to_vec()).expect("utf-8")
+        metrics_text(self.send(Method::GET, "/metrics").await)
     }
 }
 
-/// One request to `addr` on a fresh connection from `source`.
-async fn send_to(
-    addr: SocketAddr,
-    source: IpAddr,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind source");
-    let stream = socket.connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+/// The text of a /metrics answer, after checking it is one.
+fn metrics_text(answer: Reply) -> String {
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/openmetrics-text")),
+        "{:?}",
+        answer.headers
+    );
+    String::from_utf8(answer.body.to_vec()).expect("utf-8")
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ascii header"))
-            .unwrap_or("")
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("json body")
-    }
+/// A header that must be present, as text.
+fn header<'a>(answer: &'a Reply, name: &str) -> &'a str {
+    answer
+        .header(name)
+        .unwrap_or_else(|| panic!("no {name} header: {:?}", answer.headers))
 }
 
 fn localhost() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
-}
-
-/// A fake RiskShield on 127.0.0.1:0: 200 with a MEDIUM score, or 500 for ID numbers starting with 9.
-async fn fake_riskshield() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-    let addr = listener.local_addr().expect("addr");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let counter = counter.clone();
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let body = request.into_body().collect().await.map(|b| b.to_bytes());
-                        let failing = body.is_ok_and(|b| {
-                            String::from_utf8_lossy(&b).contains(r#""idNumber":"9"#)
-                        });
-                        let (status, text) = if failing {
-                            (StatusCode::INTERNAL_SERVER_ERROR, "{}")
-                        } else {
-                            (StatusCode::OK, r#"{"riskScore":42,"riskLevel":"MEDIUM"}"#)
-                        };
-                        let mut response =
-                            Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-                        *response.status_mut() = status;
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, calls)
 }
 
 /// `name{labels} value` lines of one metric family (exact name, no suffix matching), keyed by labels.
@@ -232,8 +133,17 @@ const REQUESTS: &str = "applicant_validator_http_requests_total";
 
 #[tokio::test]
 async fn metrics_count_requests_upstream_outcomes_and_the_breaker_exactly() {
-    let (upstream, calls) = fake_riskshield().await;
-    let url = format!("http://{upstream}");
+    // Two good answers, then a 500 for the third call (the one meant to fail), then good again.
+    let fake = FakeRiskShield::scripted(
+        vec![
+            Step::ok(42, "MEDIUM"),
+            Step::ok(42, "MEDIUM"),
+            Step::status(500),
+        ],
+        Step::ok(42, "MEDIUM"),
+    )
+    .await;
+    let url = fake.url();
     let server = Server::start(&[
         ("RISKSHIELD_API_KEY", "k"),
         ("RISKSHIELD_API_URL", &url),
@@ -242,47 +152,46 @@ async fn metrics_count_requests_upstream_outcomes_and_the_breaker_exactly() {
     ])
     .await;
 
-    assert_eq!(
-        server.send(Method::GET, "/health").await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        server.send(Method::GET, "/health").await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        server.validate("/api/v1/validate", GOOD_ID).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        server.validate("/validate", GOOD_ID).await.status,
-        StatusCode::OK
-    );
-    let invalid = server
-        .send_from(
-            localhost(),
+    // Known traffic: method, path, JSON body (sent with Content-Type application/json when not empty), and
+    // the status each request must get.
+    let good = format!(r#"{{"firstName":"Jane","lastName":"Doe","idNumber":"{GOOD_ID}"}}"#);
+    let traffic = [
+        (Method::GET, "/health", "", StatusCode::OK),
+        (Method::GET, "/health", "", StatusCode::OK),
+        (Method::POST, "/api/v1/validate", &good, StatusCode::OK),
+        (Method::POST, "/validate", &good, StatusCode::OK),
+        (
             Method::POST,
             "/api/v1/validate",
-            &[("content-type", "application/json")],
             "{}",
-        )
-        .await;
-    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        server.send(Method::GET, "/api/v1/validate").await.status,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
-    assert_eq!(
-        server.send(Method::GET, "/nope").await.status,
-        StatusCode::NOT_FOUND
-    );
-    let failed = server.validate("/api/v1/validate", FAILING_ID).await;
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/api/v1/validate",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (Method::GET, "/nope", "", StatusCode::NOT_FOUND),
+    ];
+    for (method, path, body, want) in traffic {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("content-type", "application/json")]
+        };
+        let answer = server
+            .send_from(localhost(), method.clone(), path, headers, body)
+            .await;
+        assert_eq!(answer.status, want, "{method} {path}");
+    }
+    let failed = server.validate("/api/v1/validate", GOOD_ID).await;
     assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(failed.json()["error"], "UPSTREAM_UNAVAILABLE");
     // One failed call opens the breaker (threshold 1): the next call is refused without an attempt.
     let refused = server.validate("/api/v1/validate", GOOD_ID).await;
     assert_eq!(refused.json()["error"], "CIRCUIT_OPEN");
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(fake.count(), 3);
 
     let text = server.metrics().await;
     let expected: BTreeMap<String, f64> = [
@@ -445,13 +354,12 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
             .validate_from(first, "/api/v1/validate", GOOD_ID, &[])
             .await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.header("x-ratelimit-limit"), "5");
+        assert_eq!(header(&answer, "x-ratelimit-limit"), "5");
         assert_eq!(
-            answer.header("x-ratelimit-remaining"),
+            header(&answer, "x-ratelimit-remaining"),
             remaining.to_string()
         );
-        let reset: u64 = answer
-            .header("x-ratelimit-reset")
+        let reset: u64 = header(&answer, "x-ratelimit-reset")
             .parse()
             .expect("reset seconds");
         assert!((1..=60).contains(&reset), "{reset}");
@@ -469,17 +377,15 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
     assert_eq!(limited.json()["error"], "RATE_LIMIT_ERROR");
     assert_eq!(
         limited.json()["correlationId"],
-        limited.header("x-correlation-id")
+        header(&limited, "x-correlation-id")
     );
-    let retry_after: u64 = limited
-        .header("retry-after")
+    let retry_after: u64 = header(&limited, "retry-after")
         .parse()
         .expect("Retry-After seconds");
     assert!((1..=12).contains(&retry_after), "{retry_after}");
-    assert_eq!(limited.header("x-ratelimit-limit"), "5");
-    assert_eq!(limited.header("x-ratelimit-remaining"), "0");
-    let reset: u64 = limited
-        .header("x-ratelimit-reset")
+    assert_eq!(header(&limited, "x-ratelimit-limit"), "5");
+    assert_eq!(header(&limited, "x-ratelimit-remaining"), "0");
+    let reset: u64 = header(&limited, "x-ratelimit-reset")
         .parse()
         .expect("reset seconds");
     assert!(reset >= retry_after, "{reset} < {retry_after}");
@@ -489,7 +395,7 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
         .validate_from(second, "/api/v1/validate", GOOD_ID, &[])
         .await;
     assert_eq!(other.status, StatusCode::OK);
-    assert_eq!(other.header("x-ratelimit-remaining"), "4");
+    assert_eq!(header(&other, "x-ratelimit-remaining"), "4");
 
     // Errors from validate carry the headers too, and count against the allowance.
     let invalid = server
@@ -502,7 +408,7 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
         )
         .await;
     assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(invalid.header("x-ratelimit-remaining"), "3");
+    assert_eq!(header(&invalid, "x-ratelimit-remaining"), "3");
 
     // Health, readiness, docs and metrics are never limited and carry no rate-limit headers.
     for _ in 0..10 {
@@ -516,7 +422,7 @@ async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
         ] {
             let answer = server.send_from(first, Method::GET, path, &[], "").await;
             assert_eq!(answer.status, StatusCode::OK, "{path}");
-            assert_eq!(answer.header("x-ratelimit-limit"), "", "{path}");
+            assert_eq!(answer.header("x-ratelimit-limit"), None, "{path}");
         }
     }
     let text = server.metrics().await;
@@ -563,7 +469,7 @@ async fn behind_a_trusted_proxy_clients_are_keyed_by_the_address_it_appended() {
         )
         .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(!limited.header("retry-after").is_empty());
+    assert!(!header(&limited, "retry-after").is_empty());
 
     let other = server
         .validate_from(
@@ -574,7 +480,7 @@ async fn behind_a_trusted_proxy_clients_are_keyed_by_the_address_it_appended() {
         )
         .await;
     assert_eq!(other.status, StatusCode::OK);
-    assert_eq!(other.header("x-ratelimit-remaining"), "4");
+    assert_eq!(header(&other, "x-ratelimit-remaining"), "4");
 
     // A malformed entry falls back to the peer address, which has its own fresh allowance.
     let malformed = [("x-forwarded-for", "not-an-address")];
@@ -582,7 +488,7 @@ async fn behind_a_trusted_proxy_clients_are_keyed_by_the_address_it_appended() {
         .validate_from(me, "/api/v1/validate", GOOD_ID, &malformed)
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.header("x-ratelimit-remaining"), "4");
+    assert_eq!(header(&answer, "x-ratelimit-remaining"), "4");
     server.stop().await;
 }
 
@@ -592,7 +498,7 @@ async fn without_a_limit_validations_carry_no_rate_limit_headers() {
     for _ in 0..20 {
         let answer = server.validate("/api/v1/validate", GOOD_ID).await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.header("x-ratelimit-limit"), "");
+        assert_eq!(answer.header("x-ratelimit-limit"), None);
     }
     server.stop().await;
 }
@@ -600,16 +506,13 @@ async fn without_a_limit_validations_carry_no_rate_limit_headers() {
 #[tokio::test]
 async fn vault_reads_and_the_key_age_are_exposed() {
     let key = "rs-key-ops-5c1f";
-    let fx = vault_support::Fixture::start(vault_support::VaultMode::Secret(key.into()), key, true)
-        .await;
-    let app = vault_support::App::start(&fx.env("5m")).await;
+    let fx = Fixture::start(VaultMode::Secret(key.into()), key, true).await;
+    let app = fx.app("5m", &[]).await;
     app.wait_ready(StatusCode::OK).await;
-    let (status, body) = app.validate().await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply = app.validate().await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 
-    let answer = send_to(app.addr, localhost(), Method::GET, "/metrics", &[], "").await;
-    assert_eq!(answer.status, StatusCode::OK);
-    let text = String::from_utf8(answer.body.to_vec()).expect("utf-8");
+    let text = metrics_text(app.get("/metrics").await);
     let reads: BTreeMap<String, f64> = [(r#"outcome="success""#.to_owned(), 1.0)]
         .into_iter()
         .collect();

@@ -1,12 +1,12 @@
 //! The HTTP contract in demo mode: endpoints, aliases, validation, errors, correlation ids and CORS, against
 //! the real server on 127.0.0.1.
 
-mod common;
-
 use bytes::Bytes;
-use common::{TestServer, applicant, config, get, post_json, raw, send};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
+use testkit::client::{get, post_json, raw, send};
+
+use crate::support::{Route, TestServer, applicant, config};
 
 async fn demo() -> TestServer {
     TestServer::start(config(&[])).await
@@ -493,7 +493,7 @@ async fn openapi_lists_exactly_the_routes_served() {
         }
     }
     documented.sort();
-    let mut served: Vec<(String, String)> = applicant_validator::routes::Route::ALL
+    let mut served: Vec<(String, String)> = Route::ALL
         .iter()
         .map(|(_, path, method)| (method.to_string(), path.to_string()))
         .collect();

@@ -1,13 +1,13 @@
 //! Property tests: whatever the body, headers, path or method, the server answers with a non-5xx status,
 //! the contract's JSON error shape, and a correlation id — it never panics or drops the request.
 
-mod common;
-
 use bytes::Bytes;
-use common::{TestServer, config};
 use http::{HeaderName, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use proptest::prelude::*;
+use testkit::client::exchange;
+
+use crate::support::{TestServer, config};
 
 fn header_strategy() -> impl Strategy<Value = (String, Vec<u8>)> {
     let names = prop::sample::select(vec![
@@ -106,10 +106,10 @@ proptest! {
                 }
             }
             let request = builder.body(Full::new(Bytes::from(body.clone()))).expect("request");
-            let response = common::client().request(request).await.expect("the server answers");
-            let status = response.status();
-            let has_id = response.headers().contains_key("x-correlation-id");
-            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            let reply = exchange(request).await.expect("the server answers");
+            let status = reply.status;
+            let has_id = reply.headers.contains_key("x-correlation-id");
+            let bytes = reply.body;
             server.stop().await;
             prop_assert!(status.as_u16() < 500, "{method} {path} -> {status}");
             prop_assert!(has_id);

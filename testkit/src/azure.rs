@@ -1,0 +1,372 @@
+//! Local stand-ins for Azure, all real servers on 127.0.0.1: an App Service style managed-identity token
+//! endpoint (plain HTTP), and an HTTPS Key Vault speaking the 401-challenge flow, served with a test PKI made
+//! at run time. The real Azure SDK inside the service talks to them unchanged.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::lock;
+use crate::server::{Server, serve_http};
+
+/// The access token the fake identity endpoint issues and the fake vault accepts.
+pub const ACCESS_TOKEN: &str = "fake-access-token-3f9c";
+
+/// The value the fake identity endpoint requires in X-IDENTITY-HEADER.
+pub const IDENTITY_HEADER: &str = "fake-identity-header-value";
+
+/// The resource the service must ask a token for.
+const VAULT_RESOURCE: &str = "https://vault.azure.net";
+
+type Handler = Arc<dyn Fn(&Parts) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// Serves `handler` on `listener`, over TLS when `tls` is given. Request bodies are read and ignored: neither
+/// Azure fake needs one.
+fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, handler: Handler) -> Server {
+    Server::spawn(listener, move |stream| {
+        let handler = Arc::clone(&handler);
+        let tls = tls.clone();
+        async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let handler = Arc::clone(&handler);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let _ = body.collect().await;
+                    Ok::<_, std::convert::Infallible>(handler(&parts))
+                }
+            });
+            match tls {
+                Some(tls) => {
+                    if let Ok(stream) = tls.accept(stream).await {
+                        serve_http(stream, service).await;
+                    }
+                }
+                None => serve_http(stream, service).await,
+            }
+        }
+    })
+    .expect("the fake's address")
+}
+
+fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+fn query(parts: &Parts) -> HashMap<String, String> {
+    parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":").replace("%2F", "/")))
+        .collect()
+}
+
+/// A test CA (written to a PEM file, for EXTRA_CA_CERTS) and a TLS acceptor with a leaf certificate for
+/// localhost and 127.0.0.1 signed by it. Made fresh per test, so no key material is checked in.
+pub struct TestPki {
+    ca_file: PathBuf,
+    acceptor: TlsAcceptor,
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
+impl TestPki {
+    /// Generates the CA and the leaf, and writes the CA file to the temp directory.
+    pub fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "applicant-validator test CA");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
+
+        let mut leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("leaf params");
+        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
+
+        let ca_file = std::env::temp_dir().join(format!(
+            "applicant-validator-vault-ca-{}-{}.pem",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::write(&ca_file, ca.pem()).expect("write CA file");
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .expect("server config");
+        Self {
+            ca_file,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        }
+    }
+
+    /// The CA certificate as a PEM file.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the fake identity endpoint answers.
+#[derive(Clone, Debug)]
+pub enum TokenMode {
+    Issue,
+    Fail(u16),
+}
+
+/// The managed-identity token endpoint (App Service / Container Apps protocol): checks the identity header
+/// and the resource, then issues [`ACCESS_TOKEN`] for an hour or fails as told.
+pub struct FakeIdentity {
+    server: Server,
+    mode: Arc<Mutex<TokenMode>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl FakeIdentity {
+    pub async fn start(mode: TokenMode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the identity endpoint");
+        let mode = Arc::new(Mutex::new(mode));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (m, r) = (Arc::clone(&mode), Arc::clone(&requests));
+        let handler: Handler = Arc::new(move |parts| {
+            r.fetch_add(1, Ordering::SeqCst);
+            let header_ok = parts
+                .headers
+                .get("x-identity-header")
+                .is_some_and(|v| v == IDENTITY_HEADER);
+            if !header_ok
+                || query(parts).get("resource").map(String::as_str) != Some(VAULT_RESOURCE)
+            {
+                return json_response(400, json!({"error": "bad request"}));
+            }
+            match lock(&m).clone() {
+                TokenMode::Fail(status) => json_response(
+                    status,
+                    json!({"error": "identity endpoint is broken for this test"}),
+                ),
+                TokenMode::Issue => {
+                    let expires_on = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|now| now.as_secs())
+                        .unwrap_or_default()
+                        + 3600;
+                    json_response(
+                        200,
+                        json!({
+                            "access_token": ACCESS_TOKEN,
+                            "expires_on": expires_on.to_string(),
+                            "token_type": "Bearer",
+                            "resource": VAULT_RESOURCE,
+                        }),
+                    )
+                }
+            }
+        });
+        Self {
+            server: serve(listener, None, handler),
+            mode,
+            requests,
+        }
+    }
+
+    /// The value for IDENTITY_ENDPOINT.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/msi/token", self.server.addr())
+    }
+
+    /// Changes what later token requests get.
+    pub fn set(&self, mode: TokenMode) {
+        *lock(&self.mode) = mode;
+    }
+
+    /// Token requests so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// What the fake vault answers to an authorized read.
+#[derive(Clone, Debug)]
+pub enum VaultMode {
+    Secret(String),
+    Status(u16),
+}
+
+struct VaultState {
+    mode: Mutex<VaultMode>,
+    authorized_reads: AtomicUsize,
+    challenges: AtomicUsize,
+}
+
+/// An HTTPS Key Vault on a fixed 127.0.0.1 port, addressed as `localhost` (the one host for which the service
+/// skips the challenge-resource check). Unauthenticated requests get the 401 challenge; reads with
+/// [`ACCESS_TOKEN`] get the secret or the scripted error. It can start unreachable and come up later on the
+/// same port, with its counters kept.
+pub struct FakeVault {
+    pki: TestPki,
+    state: Arc<VaultState>,
+    port: u16,
+    server: Option<Server>,
+}
+
+impl FakeVault {
+    /// The host name in [`FakeVault::url`], as the service logs it.
+    pub const HOST: &'static str = "localhost";
+
+    /// A vault serving `mode`.
+    pub async fn start(mode: VaultMode) -> Self {
+        let mut vault = Self::unreachable(mode).await;
+        vault.bring_up().await;
+        vault
+    }
+
+    /// A vault whose port is chosen but where nothing listens until [`FakeVault::bring_up`].
+    pub async fn unreachable(mode: VaultMode) -> Self {
+        let port = crate::server::closed_port().await.port();
+        Self {
+            pki: TestPki::new(),
+            state: Arc::new(VaultState {
+                mode: Mutex::new(mode),
+                authorized_reads: AtomicUsize::new(0),
+                challenges: AtomicUsize::new(0),
+            }),
+            port,
+            server: None,
+        }
+    }
+
+    /// Starts serving on the vault's port.
+    pub async fn bring_up(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the vault's port");
+        let state = Arc::clone(&self.state);
+        let handler: Handler = Arc::new(move |parts| state.answer(parts));
+        self.server = Some(serve(listener, Some(self.pki.acceptor.clone()), handler));
+    }
+
+    /// The value for KEY_VAULT_URL.
+    pub fn url(&self) -> String {
+        format!("https://{}:{}/", Self::HOST, self.port)
+    }
+
+    /// The CA file the vault's certificate chains to, for EXTRA_CA_CERTS.
+    pub fn ca_file(&self) -> &Path {
+        self.pki.ca_file()
+    }
+
+    /// Changes what later authorized reads get.
+    pub fn set(&self, mode: VaultMode) {
+        *lock(&self.state.mode) = mode;
+    }
+
+    /// Authorized reads so far.
+    pub fn reads(&self) -> usize {
+        self.state.authorized_reads.load(Ordering::SeqCst)
+    }
+
+    /// 401 challenges answered so far (requests without a valid token).
+    pub fn challenges(&self) -> usize {
+        self.state.challenges.load(Ordering::SeqCst)
+    }
+}
+
+impl VaultState {
+    fn answer(&self, parts: &Parts) -> Response<Full<Bytes>> {
+        let path = parts.uri.path().trim_end_matches('/');
+        let Some(name) = path.strip_prefix("/secrets/") else {
+            return json_response(404, json!({"error": {"code": "NotFound"}}));
+        };
+        if !query(parts).contains_key("api-version") {
+            return json_response(400, json!({"error": {"code": "MissingApiVersion"}}));
+        }
+        let authorized = parts
+            .headers
+            .get("authorization")
+            .is_some_and(|v| v == format!("Bearer {ACCESS_TOKEN}").as_str());
+        if !authorized {
+            self.challenges.fetch_add(1, Ordering::SeqCst);
+            return Response::builder()
+                .status(401)
+                .header(
+                    "www-authenticate",
+                    r#"Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net""#,
+                )
+                .body(Full::new(Bytes::from_static(
+                    br#"{"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a Bearer or PoP token."}}"#,
+                )))
+                .expect("a valid response");
+        }
+        self.authorized_reads.fetch_add(1, Ordering::SeqCst);
+        match lock(&self.mode).clone() {
+            VaultMode::Secret(value) => json_response(
+                200,
+                json!({
+                    "value": value,
+                    "id": format!("https://localhost/secrets/{name}/0123456789abcdef"),
+                    "attributes": {"enabled": true},
+                }),
+            ),
+            VaultMode::Status(404) => json_response(
+                404,
+                json!({"error": {"code": "SecretNotFound", "message": format!("A secret with (name/id) {name} was not found in this key vault.")}}),
+            ),
+            VaultMode::Status(403) => json_response(
+                403,
+                json!({"error": {"code": "Forbidden", "message": "The user, group or application does not have secrets get permission on key vault.", "innererror": {"code": "ForbiddenByRbac"}}}),
+            ),
+            VaultMode::Status(status) => json_response(
+                status,
+                json!({"error": {"code": "InternalError", "message": "fake vault failure"}}),
+            ),
+        }
+    }
+}

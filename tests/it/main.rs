@@ -1,0 +1,13 @@
+//! The integration suite, one test binary: the real service (in this process through the library's `serve`,
+//! or as the built binary) against real fakes of its neighbours from the `testkit` crate.
+//!
+//! One binary links once instead of once per file, and its shared support module is used as a whole, so no
+//! part of it needs to hide from the dead-code lint.
+
+mod api;
+mod binary;
+mod ops;
+mod properties;
+mod support;
+mod upstream;
+mod vault;
