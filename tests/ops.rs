@@ -79,7 +79,10 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        let answer = self.send(Method::GET, "/metrics").await;
+        let accept = [("accept", "application/openmetrics-text")];
+        let answer = self
+            .send_from(localhost(), Method::GET, "/metrics", &accept, "")
+            .await;
         assert_eq!(answer.status, StatusCode::OK);
         assert!(
             answer
