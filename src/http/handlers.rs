@@ -105,7 +105,10 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = metrics::Format::negotiate(accept);
-    let mut response = bytes_response(format.content_type(), Bytes::from(metrics.encode(format)));
+    let mut response = bytes_response(
+        format.content_type(),
+        Bytes::from(metrics.encode_as(format)),
+    );
     // Caches must key the answer on Accept, since the same URL answers in two formats.
     response
         .headers_mut()

@@ -395,8 +395,13 @@ impl Metrics {
             .store(clients, Ordering::Relaxed);
     }
 
+    /// The OpenMetrics exposition, as prometheus-client writes it.
+    pub fn encode(&self) -> String {
+        self.encode_as(Format::OpenMetrics)
+    }
+
     /// The exposition in `format` (serve it with [`Format::content_type`]).
-    pub fn encode(&self, format: Format) -> String {
+    pub fn encode_as(&self, format: Format) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail; an error could only come from a broken label, which the fixed
         // tables rule out. Serve whatever was written rather than nothing.
@@ -655,7 +660,7 @@ mod tests {
         metrics.vault_read("success", Duration::from_millis(40));
         metrics.set_vault_key_age(Some(Duration::from_millis(1500)));
         let _guard = metrics.in_flight();
-        let text = metrics.encode(Format::OpenMetrics);
+        let text = metrics.encode_as(Format::OpenMetrics);
         for line in [
             r#"applicant_validator_http_requests_total{route="/health",method="GET",status="200"} 2"#,
             r#"applicant_validator_http_requests_total{route="unmatched",method="OTHER",status="404"} 1"#,
@@ -705,7 +710,7 @@ mod tests {
 
     #[test]
     fn the_classic_form_follows_the_0_0_4_rules() {
-        let text = every_kind_of_series().encode(Format::Classic);
+        let text = every_kind_of_series().encode_as(Format::Classic);
         assert!(
             !text.contains("# EOF") && !text.contains("# UNIT"),
             "{text}"
@@ -768,8 +773,8 @@ mod tests {
     #[test]
     fn both_forms_carry_the_same_samples() {
         let metrics = every_kind_of_series();
-        let openmetrics = metrics.encode(Format::OpenMetrics);
-        let classic = metrics.encode(Format::Classic);
+        let openmetrics = metrics.encode_as(Format::OpenMetrics);
+        let classic = metrics.encode_as(Format::Classic);
         assert!(openmetrics.ends_with("# EOF\n"));
         assert_eq!(samples(&openmetrics), samples(&classic));
         assert!(samples(&classic).len() > 40, "{classic}");
