@@ -2,7 +2,7 @@
 //! validations) rate limit, media type, body size, JSON and field validation, and finally scoring.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -55,7 +55,7 @@ pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Bod
             "text/html; charset=utf-8",
             Bytes::from_static(DOCS_HTML.as_bytes()),
         ),
-        Route::Metrics => metrics(state),
+        Route::Metrics => metrics(state, request.headers()),
         Route::Unmatched => error_response(&AppError::NotFound, &ctx.correlation_id),
     }
 }
@@ -91,8 +91,9 @@ async fn ready(state: &AppState) -> Response<Body> {
     json_response(status, &json!({"ready": ready, "checks": checks}))
 }
 
-/// Refreshes the gauges that mirror other components' state, then encodes every series.
-fn metrics(state: &AppState) -> Response<Body> {
+/// Refreshes the gauges that mirror other components' state, then encodes every series in the format the
+/// Accept header asks for (the classic text format unless OpenMetrics is preferred).
+fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     let metrics = &state.metrics;
     if let Scorer::RiskShield(client) = &state.scorer {
         metrics.set_breaker_state(client.breaker().state().code());
@@ -102,7 +103,17 @@ fn metrics(state: &AppState) -> Response<Body> {
     if let Some(limiter) = &state.limiter {
         metrics.set_rate_limit_clients(limiter.clients());
     }
-    bytes_response(metrics::CONTENT_TYPE, Bytes::from(metrics.encode()))
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = metrics::Format::negotiate(accept);
+    let mut response = bytes_response(
+        format.content_type(),
+        Bytes::from(metrics.encode_as(format)),
+    );
+    // Caches must key the answer on Accept, since the same URL answers in two formats.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    response
 }
 
 /// The rate limit runs before anything else a validation does, so a throttled client costs one map

@@ -1,4 +1,5 @@
-//! Prometheus metrics, served at GET /metrics in the OpenMetrics text format.
+//! Prometheus metrics, served at GET /metrics in the classic Prometheus text format (0.0.4) or, when the
+//! scraper asks for it, in OpenMetrics 1.0.
 //!
 //! Recording sits on every request's path, so it is built to cost a handful of relaxed atomic adds and
 //! nothing else: every series lives at a fixed index in preallocated arrays (route × method × status for
@@ -10,6 +11,11 @@
 //! [`Collector`] walks the arrays at scrape time and hands each non-zero series to its encoder. Gauges
 //! that describe other components (breaker state and transitions, the vault key's age, the rate limiter's
 //! tracked clients) are copied in by the /metrics handler just before encoding, so they are always current.
+//!
+//! prometheus-client writes only OpenMetrics, while promtool and several hosted collectors read only the
+//! classic format, which a Prometheus server also falls back to. [`Format`] follows Prometheus' own
+//! negotiation, and the classic form is rewritten from the OpenMetrics text line by line (see
+//! [`to_classic`]), so both forms always carry the same series with the same values.
 //!
 //! Label values are never taken from the request: unknown paths count under `route="unmatched"`, methods
 //! outside the standard set under `method="OTHER"`, and status codes outside the service's known set under
@@ -29,8 +35,66 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::routes::Route;
 
-/// The Content-Type of [`Metrics::encode`]'s output; Prometheus scrapes OpenMetrics text natively.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The two exposition formats /metrics speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4, read by every Prometheus-compatible tool; the default.
+    Classic,
+    /// OpenMetrics 1.0 text, which a Prometheus server asks for first.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The Content-Type of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// Picks the format for an `Accept` header the way Prometheus' client libraries do: the media range
+    /// with the highest q-value that names a format this service speaks wins (the earlier one on a tie);
+    /// `application/openmetrics-text` counts with no version or version 1.0.0 or 0.0.1 (the draft
+    /// Prometheus servers before 2.43 ask for, which the same parser reads), `text/plain` with no version
+    /// or 0.0.4. Wildcards, other types, q=0, a missing or unreadable header: the classic format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let mut best: Option<(f32, Format)> = None;
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';');
+            let media_type = parts.next().unwrap_or_default().trim();
+            let mut q = 1.0_f32;
+            let mut version = None;
+            for param in parts {
+                let Some((name, value)) = param.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    // An unreadable q-value makes the range unacceptable rather than preferred.
+                    "q" => q = value.parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0),
+                    "version" => version = Some(value),
+                    _ => {}
+                }
+            }
+            let format = if media_type.eq_ignore_ascii_case("application/openmetrics-text")
+                && matches!(version, None | Some("1.0.0" | "0.0.1"))
+            {
+                Format::OpenMetrics
+            } else if media_type.eq_ignore_ascii_case("text/plain")
+                && matches!(version, None | Some("0.0.4"))
+            {
+                Format::Classic
+            } else {
+                continue;
+            };
+            if q > 0.0 && best.is_none_or(|(best_q, _)| q > best_q) {
+                best = Some((q, format));
+            }
+        }
+        best.map_or(Format::Classic, |(_, format)| format)
+    }
+}
 
 /// Every route, in label order (the route table's own order).
 const ROUTES: [Route; 12] = Route::EVERY;
@@ -331,16 +395,64 @@ impl Metrics {
             .store(clients, Ordering::Relaxed);
     }
 
-    /// The OpenMetrics text exposition (serve it with [`CONTENT_TYPE`]).
+    /// The OpenMetrics exposition, as prometheus-client writes it.
     pub fn encode(&self) -> String {
+        self.encode_as(Format::OpenMetrics)
+    }
+
+    /// The exposition in `format` (serve it with [`Format::content_type`]).
+    pub fn encode_as(&self, format: Format) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail; an error could only come from a broken label, which the fixed
         // tables rule out. Serve whatever was written rather than nothing.
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Classic => to_classic(&out),
+        }
     }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text into the classic text format 0.0.4. The two share the
+/// sample lines; they differ in the metadata:
+/// - a counter family is named after its samples in the classic form (`# TYPE x_total counter`, where
+///   OpenMetrics says `# TYPE x counter`);
+/// - the classic form has no `info` type: the family becomes a gauge named like its one sample (`x_info`);
+/// - `# UNIT` lines and the closing `# EOF` do not exist in the classic form;
+/// - HELP text escapes only backslash and newline there (OpenMetrics also escapes `"`).
+///
+/// Sample lines pass unchanged: no series here carries a timestamp, an exemplar or a `_created` sample
+/// (which the classic form would read differently), and label values come from fixed tables.
+fn to_classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // OpenMetrics puts HELP before TYPE; it is written once the family's classic name is known.
+            help = rest.split_once(' ').map(|(_, text)| text);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (suffix, kind) = match kind {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "gauge" | "histogram" | "summary" => ("", kind),
+                _ => ("", "untyped"),
+            };
+            if let Some(text) = help.take() {
+                out.push_str(&format!(
+                    "# HELP {name}{suffix} {}\n",
+                    text.replace("\\\"", "\"")
+                ));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Collector for Series {
@@ -548,7 +660,7 @@ mod tests {
         metrics.vault_read("success", Duration::from_millis(40));
         metrics.set_vault_key_age(Some(Duration::from_millis(1500)));
         let _guard = metrics.in_flight();
-        let text = metrics.encode();
+        let text = metrics.encode_as(Format::OpenMetrics);
         for line in [
             r#"applicant_validator_http_requests_total{route="/health",method="GET",status="200"} 2"#,
             r#"applicant_validator_http_requests_total{route="unmatched",method="OTHER",status="404"} 1"#,
@@ -566,5 +678,162 @@ mod tests {
         // No breaker and no limiter configured: their series are absent rather than a misleading zero.
         assert!(!text.contains("circuit_breaker"));
         assert!(!text.contains("rate_limit"));
+    }
+
+    /// Every series there can be, so that each kind of family reaches the classic rewrite.
+    fn every_kind_of_series() -> Metrics {
+        let metrics = Metrics::new();
+        metrics.request(
+            Route::Validate,
+            &Method::POST,
+            StatusCode::OK,
+            Duration::from_millis(7),
+        );
+        metrics.upstream_attempt("success", Duration::from_millis(5));
+        metrics.set_breaker_state(1);
+        metrics.set_breaker_transitions(3);
+        metrics.vault_read("success", Duration::from_millis(40));
+        metrics.set_vault_key_age(Some(Duration::from_secs(2)));
+        metrics.set_rate_limit_clients(4);
+        metrics
+    }
+
+    /// The samples of an exposition as (name, labels, value) lines, metadata and `# EOF` left out.
+    fn samples(text: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    #[test]
+    fn the_classic_form_follows_the_0_0_4_rules() {
+        let text = every_kind_of_series().encode_as(Format::Classic);
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Each family: HELP then TYPE under the same name, then only samples that belong to it (the name
+        // itself, or the histogram's _bucket/_sum/_count), and every family name is new.
+        let mut families = std::collections::BTreeSet::new();
+        let mut current: Option<(String, String)> = None;
+        let mut help: Option<String> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, _) = rest.split_once(' ').expect("HELP name and text");
+                help = Some(name.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name and type");
+                assert_eq!(help.take().as_deref(), Some(name), "HELP before TYPE");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line}"
+                );
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{line}");
+                } else {
+                    assert!(!name.ends_with("_total"), "{line}");
+                }
+                assert!(families.insert(name.to_owned()), "{name} twice");
+                current = Some((name.to_owned(), kind.to_owned()));
+            } else {
+                let (family, kind) = current.as_ref().expect("a sample after its TYPE");
+                let name = line.split(['{', ' ']).next().expect("a sample name");
+                let belongs = name == family
+                    || (kind == "histogram"
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(family.as_str())));
+                assert!(belongs, "{line} outside {family} ({kind})");
+                let value = line.rsplit(' ').next().expect("a value");
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            }
+        }
+        for family in [
+            "applicant_validator_http_requests_total",
+            "applicant_validator_http_request_duration_seconds",
+            "applicant_validator_http_requests_in_flight",
+            "applicant_validator_riskshield_attempts_total",
+            "applicant_validator_riskshield_attempt_duration_seconds",
+            "applicant_validator_circuit_breaker_state",
+            "applicant_validator_circuit_breaker_transitions_total",
+            "applicant_validator_vault_reads_total",
+            "applicant_validator_vault_read_duration_seconds",
+            "applicant_validator_vault_key_age_seconds",
+            "applicant_validator_rate_limit_tracked_clients",
+            "applicant_validator_build_info",
+        ] {
+            assert!(families.contains(family), "no {family} in\n{text}");
+        }
+        assert!(text.contains("# TYPE applicant_validator_build_info gauge\n"));
+    }
+
+    #[test]
+    fn both_forms_carry_the_same_samples() {
+        let metrics = every_kind_of_series();
+        let openmetrics = metrics.encode_as(Format::OpenMetrics);
+        let classic = metrics.encode_as(Format::Classic);
+        assert!(openmetrics.ends_with("# EOF\n"));
+        assert_eq!(samples(&openmetrics), samples(&classic));
+        assert!(samples(&classic).len() > 40, "{classic}");
+    }
+
+    #[test]
+    fn classic_help_unescapes_only_quotes() {
+        let om = "# HELP a_b Says \\\"hi\\\" \\\\ here.\n# TYPE a_b gauge\na_b 1\n# EOF\n";
+        assert_eq!(
+            to_classic(om),
+            "# HELP a_b Says \"hi\" \\\\ here.\n# TYPE a_b gauge\na_b 1\n"
+        );
+    }
+
+    #[test]
+    fn negotiation_follows_prometheus() {
+        let n = |accept: &str| Format::negotiate(Some(accept));
+        assert_eq!(Format::negotiate(None), Format::Classic);
+        assert_eq!(n(""), Format::Classic);
+        assert_eq!(n("*/*"), Format::Classic);
+        assert_eq!(n("text/plain"), Format::Classic);
+        assert_eq!(n("text/plain; version=0.0.4"), Format::Classic);
+        assert_eq!(n("application/openmetrics-text"), Format::OpenMetrics);
+        // What Prometheus 2.x and 3.x send.
+        assert_eq!(
+            n(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n(
+                "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::OpenMetrics
+        );
+        // q-values decide, not the order; a tie goes to the first.
+        assert_eq!(
+            n("application/openmetrics-text;q=0.3, text/plain;q=0.5"),
+            Format::Classic
+        );
+        assert_eq!(
+            n("text/plain;q=0.5, Application/OpenMetrics-Text;q=0.9"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("text/plain, application/openmetrics-text"),
+            Format::Classic
+        );
+        // Refused or unknown versions do not count.
+        assert_eq!(n("application/openmetrics-text;q=0"), Format::Classic);
+        assert_eq!(n("application/openmetrics-text;q=x"), Format::Classic);
+        assert_eq!(
+            n("application/openmetrics-text;version=2.0.0"),
+            Format::Classic
+        );
+        assert_eq!(
+            n("text/plain;version=1.0.0, application/openmetrics-text;q=0.1"),
+            Format::OpenMetrics
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod binary;
+mod metrics_formats;
 mod ops;
 mod properties;
 mod support;

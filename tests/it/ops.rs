@@ -73,7 +73,11 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        metrics_text(self.send(Method::GET, "/metrics").await)
+        let accept = [("accept", "application/openmetrics-text")];
+        metrics_text(
+            self.send_from(localhost(), Method::GET, "/metrics", &accept, "")
+                .await,
+        )
     }
 }
 
