@@ -81,10 +81,14 @@ COPY dist/fake/ /
 # Variant 1: build inside the official Rust image.
 FROM ${RUST_IMAGE} AS builder
 ARG TARGET=x86_64-unknown-linux-musl
+# cargo-auditable embeds the dependency list in the binary (see scripts/build-image.sh); its version is pinned
+# in scripts/tools.sh, repeated here.
+ARG CARGO_AUDITABLE_VERSION=0.7.7
 RUN rustup target add "${TARGET}" \
     && apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && cargo install --locked "cargo-auditable@${CARGO_AUDITABLE_VERSION}"
 WORKDIR /build
 # Dependencies get their own layer: build them against stub sources, so editing src/ does not recompile
 # the dependency tree. The layer is rebuilt only when Cargo.toml, Cargo.lock or .cargo/config.toml change.
@@ -107,7 +111,7 @@ COPY testkit/src testkit/src
 # features (e.g. tokio's test-util) must not be unified into the shipped binary.
 # A static binary has no interpreter (PT_INTERP): fail the build if it would need a loader the image lacks.
 RUN find src examples testkit/src -type f -exec touch {} + \
-    && cargo build --locked --release --target "${TARGET}" --bin applicant-validator \
+    && cargo auditable build --locked --release --target "${TARGET}" --bin applicant-validator \
     && install -D -m 0555 "target/${TARGET}/release/applicant-validator" /out/app \
     && cargo build --locked --release --target "${TARGET}" --example fake_riskshield \
     && install -D -m 0555 "target/${TARGET}/release/examples/fake_riskshield" /out/fake-riskshield \

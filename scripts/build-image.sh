@@ -44,14 +44,19 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/dist/service" "$context/dist/fake"
 
+# The service binary is built with cargo-auditable, which embeds its dependency list (a .dep-v0 section) so
+# that scanners (Trivy, Grype, Syft) can see the crates in a FROM scratch image that has no package database.
+. scripts/tools.sh
+ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
+
 # Two cargo invocations on purpose: building an example unifies dev-dependency features (tokio's test-util)
 # into the shared dependency graph, which must not leak into the shipped binary.
-echo "== cargo build --release --target $TARGET (applicant-validator)"
-cargo build --locked --release --target "$TARGET" --bin applicant-validator
+echo "== cargo auditable build --release --target $TARGET (applicant-validator)"
+cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator
 install -m 0555 "$OUT/applicant-validator" "$context/dist/service/app"
 if [[ "$SKIP_FAKE" != 1 ]]; then
-    echo "== cargo build --release --target $TARGET (example fake_riskshield)"
-    cargo build --locked --release --target "$TARGET" --example fake_riskshield
+    echo "== cargo auditable build --release --target $TARGET (example fake_riskshield)"
+    cargo auditable build --locked --release --target "$TARGET" --example fake_riskshield
     install -m 0555 "$OUT/examples/fake_riskshield" "$context/dist/fake/fake-riskshield"
 fi
 cp Dockerfile "$context/Dockerfile"

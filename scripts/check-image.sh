@@ -98,7 +98,7 @@ validate() {
     http_code "$base/api/v1/validate" -X POST -H 'Content-Type: application/json' -d "$DEMO_BODY" "$@"
 }
 
-for tool in docker curl readelf tar; do
+for tool in docker curl readelf objcopy python3 tar; do
     command -v "$tool" >/dev/null || {
         fail tools "$tool is not installed"
         exit 1
@@ -201,6 +201,30 @@ if [[ -f "$work/rootfs/app" ]]; then
     fi
 else
     fail static "no /app in the image"
+fi
+
+# --- auditable: the dependency list cargo-auditable embeds, which scanners (Trivy, Grype, Syft) read from a
+# scratch image that has no package database -------------------------------------------------------------------
+if [[ -f "$work/rootfs/app" ]] && objcopy --dump-section .dep-v0="$work/dep-v0" "$work/rootfs/app" "$work/app-copy" 2>/dev/null; then
+    if audit="$(python3 - "$work/dep-v0" <<'PY'
+import json, sys, zlib
+packages = json.loads(zlib.decompress(open(sys.argv[1], "rb").read()))["packages"]
+names = {p["name"] for p in packages}
+want = {"applicant-validator", "hyper", "rustls", "ring", "tokio", "azure_security_keyvault_secrets"}
+missing = sorted(want - names)
+dev = sorted(names & {"proptest", "rcgen", "testkit"})
+if missing or dev:
+    print(f"missing {missing}, dev-only crates present {dev}")
+    sys.exit(1)
+print(f"{len(packages)} crates, e.g. " + ", ".join(f'{p["name"]} {p["version"]}' for p in packages if p["name"] in want))
+PY
+)"; then
+        pass auditable "/app embeds its dependency list (.dep-v0): $audit"
+    else
+        fail auditable "the embedded dependency list is wrong: $audit"
+    fi
+else
+    fail auditable "/app has no .dep-v0 section: not built with cargo auditable"
 fi
 
 # --- CLI: version, and a clear error rather than a panic when something it needs is missing ----------------
