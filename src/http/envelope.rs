@@ -18,6 +18,7 @@ use super::handlers;
 use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::config::CorsOrigins;
 use crate::routes::Route;
+use crate::scoring::Lane;
 
 pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     let allow = match origins {
@@ -36,6 +37,8 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
 #[derive(Clone)]
 pub struct Router {
     pub state: Arc<AppState>,
+    /// The worker's own way to scores (its upstream connections).
+    pub lane: Arc<Lane>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -51,7 +54,8 @@ impl tower_service::Service<Request<Incoming>> for Router {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handlers::route(&state, request).await) })
+        let lane = self.lane.clone();
+        Box::pin(async move { Ok(handlers::route(&state, &lane, request).await) })
     }
 }
 
