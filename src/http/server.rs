@@ -51,21 +51,29 @@ pub async fn run(
 /// listener keeps the port exclusive). Must run inside a tokio runtime; the listeners are handed over as std
 /// sockets so each worker registers its own with its own runtime.
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    (0..workers.max(1))
-        .map(|_| {
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            if workers > 1 {
-                socket.set_reuseport(true)?;
-            }
-            socket.bind(addr)?;
-            socket.listen(BACKLOG)?.into_std()
-        })
-        .collect()
+    let shared = workers > 1;
+    let first = listen(addr, shared)?;
+    // With PORT=0 the first bind picks the port; the others must join that one, not pick their own.
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first.into_std()?];
+    for _ in 1..workers {
+        listeners.push(listen(addr, shared)?.into_std()?);
+    }
+    Ok(listeners)
+}
+
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// One worker thread: when it finished, how many connections were cut off when the grace period ended.
