@@ -2,13 +2,20 @@
 # Measures applicant-validator against the best plain proxy (nginx) and the raw fake upstream, in one run,
 # interleaved, and reports ratios (absolute numbers drift on a shared machine; ratios in one run do not).
 #
-#   A: POST /v1/score straight to the fake RiskShield          (the physical limit of this hop)
-#   B: the same POST through nginx proxy_pass with keepalive   (the best plain proxy)
-#   C: POST /api/v1/validate through applicant-validator       (the static musl release binary, JSON logs to a file)
+#   A:  POST /v1/score straight to the fake RiskShield                 (the physical limit of this hop)
+#   B:  the same POST through nginx proxy_pass with keepalive, no access log
+#   BJ: the same through nginx with a JSON access log to a file        (buffered like the service's logs)
+#   C:  POST /api/v1/validate through applicant-validator, LOG_LEVEL=WARN (no line per request)
+#   CI: the same at LOG_LEVEL=INFO, a JSON line per request and per upstream attempt to a file
+#   L:  C with per-client rate limiting on (a limit the load never reaches)
+#   H:  GET /health on the service (the inbound side alone)
+# Pairs compared: C with B (quiet), CI with BJ (both logging). For every run the serving process's CPU time
+# (user + system, from /proc, nginx's workers included) is divided by the requests wrk counted.
 #
 # Usage: scripts/bench.sh [--quick] [--write]
 #   --quick   a few seconds, same code paths (CI runs this so the script never rots)
-#   --write   also write the report to docs/benchmarks.md (default for full runs, off for --quick)
+#   --write   also write the report to docs/benchmarks.md (default for full runs, off for --quick); a section
+#             starting "## Profile and notes" in that file is kept below the new figures
 # Tunables (env): BENCH_DURATION (10s), BENCH_CONNECTIONS (50), BENCH_THREADS (2), BENCH_RUNS (3),
 #                 BENCH_SAMPLES (20, for cold start and healthcheck).
 # Everything runs on 127.0.0.1; every load is bounded in time; everything started is stopped by PID.
@@ -53,8 +60,8 @@ log "building the static release binary and the fake upstream"
 # dev-dependencies' features (tokio's test-util) into the service binary, and it would not be the shipped one.
 cargo build --locked --release --target "$TARGET" --bin applicant-validator >&2
 cargo build --locked --release --target "$TARGET" --example fake_riskshield >&2
-BIN=target/$TARGET/release/applicant-validator
-FAKE=target/$TARGET/release/examples/fake_riskshield
+BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator
+FAKE=${CARGO_TARGET_DIR:-target}/$TARGET/release/examples/fake_riskshield
 
 # --- processes ---------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)
@@ -69,10 +76,13 @@ trap cleanup EXIT
 probe() { python3 scripts/bench_probe.py "$@"; }
 FAKE_PORT=$(probe free-port)
 NGINX_PORT=$(probe free-port)
+NGINX_LOG_PORT=$(probe free-port)
 SVC_PORT=$(probe free-port)
+INFO_PORT=$(probe free-port)
 
 "$FAKE" --listen "127.0.0.1:$FAKE_PORT" --score 42 --level MEDIUM >"$WORK/fake.log" 2>&1 &
-PIDS+=($!)
+FAKE_PID=$!
+PIDS+=("$FAKE_PID")
 probe wait-http "$FAKE_PORT" /health
 
 mkdir -p "$WORK/nginx/logs"
@@ -84,6 +94,10 @@ error_log $WORK/nginx/logs/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # The same fields as the service's request line; buffered the way the service batches its lines
+  # (at most 64 KiB or 20 ms in memory).
+  log_format json escape=json '{"time":"\$time_iso8601","method":"\$request_method","path":"\$uri",'
+                              '"status":\$status,"duration_ms":\$request_time,"request_id":"\$request_id"}';
   upstream riskshield { server 127.0.0.1:$FAKE_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -94,24 +108,42 @@ http {
       proxy_set_header Connection "";
     }
   }
+  server {
+    listen 127.0.0.1:$NGINX_LOG_PORT;
+    access_log $WORK/nginx/logs/access.json json buffer=64k flush=20ms;
+    location / {
+      proxy_pass http://riskshield;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
 }
 NGINX
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
 probe wait-http "$NGINX_PORT" /health
 
 HOST=127.0.0.1 PORT=$SVC_PORT RISKSHIELD_API_KEY=bench-key RISKSHIELD_API_URL="http://127.0.0.1:$FAKE_PORT/v1" \
-  LOG_FORMAT=json "$BIN" serve >"$WORK/service.log" 2>&1 &
+  LOG_LEVEL=WARN LOG_FORMAT=json "$BIN" serve >"$WORK/service.log" 2>&1 &
 SVC_PID=$!
 PIDS+=("$SVC_PID")
 probe wait-http "$SVC_PORT" /health
 read -r IDLE_RSS IDLE_HWM < <(probe rss "$SVC_PID")
 
+# The same binary at INFO: a JSON line per request and per upstream attempt, to a file.
+HOST=127.0.0.1 PORT=$INFO_PORT RISKSHIELD_API_KEY=bench-key RISKSHIELD_API_URL="http://127.0.0.1:$FAKE_PORT/v1" \
+  LOG_LEVEL=INFO LOG_FORMAT=json "$BIN" serve >"$WORK/service-info.log" 2>&1 &
+INFO_PID=$!
+PIDS+=("$INFO_PID")
+probe wait-http "$INFO_PORT" /health
+
 # The same binary with per-client rate limiting on (a limit this load never reaches), to show its cost.
 LIM_PORT=$(probe free-port)
 HOST=127.0.0.1 PORT=$LIM_PORT RISKSHIELD_API_KEY=bench-key RISKSHIELD_API_URL="http://127.0.0.1:$FAKE_PORT/v1" \
-  RATE_LIMIT_PER_MINUTE=1000000000 LOG_FORMAT=json "$BIN" serve >"$WORK/service-limited.log" 2>&1 &
-PIDS+=($!)
+  RATE_LIMIT_PER_MINUTE=1000000000 LOG_LEVEL=WARN LOG_FORMAT=json "$BIN" serve >"$WORK/service-limited.log" 2>&1 &
+LIM_PID=$!
+PIDS+=("$LIM_PID")
 probe wait-http "$LIM_PORT" /health
 
 BODY='{"firstName":"Thandi","lastName":"Nkosi","idNumber":"9001011234088"}'
@@ -129,18 +161,23 @@ to_ms() {
     printf "%.3f", n }'
 }
 
-# run NAME URL [SCRIPT]: one wrk run, appends "NAME rps p50_ms p99_ms errors" to results.
+# run NAME PID URL [SCRIPT]: one wrk run against the process PID serves, appends
+# "NAME rps p50_ms p99_ms errors cpu_us_per_request" to results.
 run() {
-  local name=$1 url=$2 script=${3:-} out
+  local name=$1 pid=$2 url=$3 script=${4:-} out cpu0 cpu1
+  cpu0=$(probe cpu "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${script:+-s "$script"} "$url")
-  local rps p50 p99 non2xx sock
+  cpu1=$(probe cpu "$pid")
+  local rps p50 p99 non2xx sock total cpu_us
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
   sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' <<<"$out")
-  echo "$name ${rps:-0} $p50 $p99 $(( ${non2xx:-0} + ${sock:-0} ))" >>"$WORK/results"
-  log "$name: ${rps:-0} req/s, p50 ${p50} ms, p99 ${p99} ms"
+  cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${total:-0}" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) * 1e6 / n : 0) }')
+  echo "$name ${rps:-0} $p50 $p99 $(( ${non2xx:-0} + ${sock:-0} )) $cpu_us" >>"$WORK/results"
+  log "$name: ${rps:-0} req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU per request"
 }
 
 stat_of() { curl_stats | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
@@ -160,15 +197,17 @@ c_requests=0
 c_connections=0
 for i in $(seq 1 "$RUNS"); do
   log "round $i of $RUNS"
-  run A "http://127.0.0.1:$FAKE_PORT/v1/score" "$WORK/post.lua"
-  run B "http://127.0.0.1:$NGINX_PORT/v1/score" "$WORK/post.lua"
+  run A "$FAKE_PID" "http://127.0.0.1:$FAKE_PORT/v1/score" "$WORK/post.lua"
+  run B "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/v1/score" "$WORK/post.lua"
   r0=$(stat_of requests); k0=$(stat_of connections)
-  run C "http://127.0.0.1:$SVC_PORT/api/v1/validate" "$WORK/post.lua"
+  run C "$SVC_PID" "http://127.0.0.1:$SVC_PORT/api/v1/validate" "$WORK/post.lua"
   r1=$(stat_of requests); k1=$(stat_of connections)
   c_requests=$(( c_requests + r1 - r0 ))
   c_connections=$(( c_connections + k1 - k0 ))
-  run L "http://127.0.0.1:$LIM_PORT/api/v1/validate" "$WORK/post.lua"
-  run H "http://127.0.0.1:$SVC_PORT/health"
+  run BJ "$NGINX_PID" "http://127.0.0.1:$NGINX_LOG_PORT/v1/score" "$WORK/post.lua"
+  run CI "$INFO_PID" "http://127.0.0.1:$INFO_PORT/api/v1/validate" "$WORK/post.lua"
+  run L "$LIM_PID" "http://127.0.0.1:$LIM_PORT/api/v1/validate" "$WORK/post.lua"
+  run H "$SVC_PID" "http://127.0.0.1:$SVC_PORT/health"
 done
 read -r LOAD_RSS LOAD_HWM < <(probe rss "$SVC_PID")
 
@@ -179,35 +218,47 @@ HC_MS=$(probe healthcheck "$BIN" "$SAMPLES" "$SVC_PORT")
 # Max RSS through /usr/bin/time: a small parent, so the figure is the healthcheck's own, not a fork of Python.
 HC_RSS=$(PORT=$SVC_PORT /usr/bin/time -f %M "$BIN" healthcheck 2>&1 >/dev/null | tail -n 1)
 BIN_BYTES=$(stat -c %s "$BIN")
-LOG_LINES=$(wc -l <"$WORK/service.log")
+LOG_LINES=$(wc -l <"$WORK/service-info.log")
+NGINX_LOG_LINES=$(wc -l <"$WORK/nginx/logs/access.json")
 
 # --- report ------------------------------------------------------------------------------------------------
 REPORT=$(python3 - "$WORK/results" <<PY
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    name, rps, p50, p99, errors = line.split()
-    rows.setdefault(name, []).append((float(rps), float(p50), float(p99), int(errors)))
+    name, rps, p50, p99, errors, cpu = line.split()
+    rows.setdefault(name, []).append((float(rps), float(p50), float(p99), int(errors), float(cpu)))
 def med(name, i):
     return statistics.median(r[i] for r in rows[name])
 def errs(name):
     return sum(r[3] for r in rows[name])
-labels = {"A": "A: fake upstream direct (POST /v1/score)", "B": "B: nginx proxy_pass + keepalive",
-          "C": "C: applicant-validator (POST /api/v1/validate)",
-          "L": "C with rate limiting on (limit never reached)", "H": "applicant-validator GET /health"}
-print("| path | req/s (median) | p50 ms | p99 ms | errors |")
-print("|---|---:|---:|---:|---:|")
-for name in "ABCLH":
-    print(f"| {labels[name]} | {med(name, 0):,.0f} | {med(name, 1):.2f} | {med(name, 2):.2f} | {errs(name)} |")
+labels = {"A": "A: fake upstream direct (POST /v1/score)",
+          "B": "B: nginx proxy_pass + keepalive, no access log",
+          "BJ": "BJ: nginx, JSON access log to a file",
+          "C": "C: applicant-validator, LOG_LEVEL=WARN",
+          "CI": "CI: applicant-validator, LOG_LEVEL=INFO (JSON lines to a file)",
+          "L": "L: C with rate limiting on (limit never reached)",
+          "H": "H: applicant-validator GET /health"}
+print("| path | req/s (median) | p50 ms | p99 ms | CPU µs per request | errors |")
+print("|---|---:|---:|---:|---:|---:|")
+for name in ["A", "B", "BJ", "C", "CI", "L", "H"]:
+    print(f"| {labels[name]} | {med(name, 0):,.0f} | {med(name, 1):.2f} | {med(name, 2):.2f} | {med(name, 4):.1f} | {errs(name)} |")
 print()
-cb, ca = med("C", 0) / med("B", 0), med("C", 0) / med("A", 0)
-p99 = med("C", 2) / med("B", 2)
-print("| ratio | value | goal |")
-print("|---|---:|---|")
-print(f"| C/B throughput | {cb:.2f} | >= 0.90 |")
-print(f"| C/A throughput | {ca:.2f} | |")
-print(f"| C/B p99 latency | {p99:.2f} | <= 1.20 |")
-print(f"| rate limiting on / off (L/C) throughput | {med('L', 0) / med('C', 0):.2f} | |")
+def ok(value, goal, at_least):
+    return "yes" if (value >= goal if at_least else value <= goal) else "**no**"
+print("| ratio | value | goal | met |")
+print("|---|---:|---|---|")
+for ours, theirs, what in [("C", "B", "quiet"), ("CI", "BJ", "both logging")]:
+    rps = med(ours, 0) / med(theirs, 0)
+    p99 = med(ours, 2) / med(theirs, 2)
+    cpu = med(ours, 4) / max(med(theirs, 4), 0.1)
+    print(f"| {ours}/{theirs} throughput ({what}) | {rps:.2f} | >= 0.90 | {ok(rps, 0.9, True)} |")
+    print(f"| {ours}/{theirs} p99 latency ({what}) | {p99:.2f} | <= 1.20 | {ok(p99, 1.2, False)} |")
+    print(f"| {ours}/{theirs} CPU per request ({what}) | {cpu:.2f} | <= 1.20 | {ok(cpu, 1.2, False)} |")
+health = med("H", 0) / med("A", 0)
+print(f"| H/A throughput (/health against the bare fake) | {health:.2f} | >= 0.90 | {ok(health, 0.9, True)} |")
+print(f"| C/A throughput | {med('C', 0) / med('A', 0):.2f} | | |")
+print(f"| rate limiting on / off (L/C) throughput | {med('L', 0) / med('C', 0):.2f} | | |")
 PY
 )
 conn_ratio=$(python3 -c "print(f'{$c_requests / max($c_connections, 1):,.0f}')")
@@ -216,8 +267,11 @@ OUT=$(cat <<MD
 # Benchmarks
 
 Measured $(date -u '+%Y-%m-%d %H:%M UTC') with \`scripts/bench.sh$($quick && echo ' --quick')\` on $MACHINE.
-wrk: $THREADS threads, $CONNECTIONS connections, $DURATION per run, $RUNS interleaved runs of A, B and C (medians).
-All processes share the same cores on 127.0.0.1, so compare the ratios, not the absolute numbers.
+wrk: $THREADS threads, $CONNECTIONS connections, $DURATION per run, $RUNS interleaved rounds of every row (medians).
+All processes share the same cores on 127.0.0.1, so compare the ratios, not the absolute numbers. CPU per
+request is the serving process's user + system time during the run (nginx: master and workers) over the
+requests wrk completed. The service runs with its default WORKERS (one per CPU); nginx with
+\`worker_processes auto\`.
 
 $REPORT
 
@@ -230,12 +284,16 @@ $REPORT
 | healthcheck subcommand wall time (median of $SAMPLES) | $HC_MS ms | <= 5 ms |
 | healthcheck subcommand max RSS | $HC_RSS KiB | |
 | upstream requests per upstream connection (C) | $conn_ratio ($c_requests requests over $c_connections connections) | >= 100 |
-| service log lines written during the run | $LOG_LINES | |
+| log lines written during the run: service at INFO (CI) / nginx access log (BJ) | $LOG_LINES / $NGINX_LOG_LINES | |
 MD
 )
 echo "$OUT"
 if $write; then
   mkdir -p docs
+  # The hand-written analysis (profiles, what was tried) below the measured figures survives a new run.
+  NOTES=""
+  [ -f docs/benchmarks.md ] && NOTES=$(awk '/^## Profile and notes/ {keep = 1} keep' docs/benchmarks.md)
   echo "$OUT" >docs/benchmarks.md
+  if [ -n "$NOTES" ]; then printf '\n%s\n' "$NOTES" >>docs/benchmarks.md; fi
   log "wrote docs/benchmarks.md"
 fi

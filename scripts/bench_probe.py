@@ -6,9 +6,11 @@
   rss PID                                    VmRSS and VmHWM of a process, in KiB
   wait-http PORT PATH                        wait (at most 20 s) until GET PATH answers 200
   free-port                                  print a free TCP port on 127.0.0.1
+  cpu PID                                    CPU seconds (user + system) used so far by PID and its children
 
 Only 127.0.0.1 is contacted. Every wait is bounded.
 """
+import os
 import socket
 import statistics
 import subprocess
@@ -69,6 +71,26 @@ def rss(pid):
     print(values.get("VmRSS", "0"), values.get("VmHWM", "0"))
 
 
+def cpu_seconds(pid):
+    """utime + stime of PID and, recursively, its child processes (nginx's workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo = [str(pid)]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                # The command name may hold spaces; the fields after its closing parenthesis are fixed.
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    todo.extend(children.read().split())
+        except OSError:
+            continue
+    print(f"{total / tick:.2f}")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "cold-start":
@@ -80,6 +102,8 @@ if __name__ == "__main__":
     elif cmd == "wait-http":
         if not first_200(int(sys.argv[2]), time.monotonic() + 20, sys.argv[3]):
             sys.exit(f"no 200 from 127.0.0.1:{sys.argv[2]}{sys.argv[3]} within 20 s")
+    elif cmd == "cpu":
+        cpu_seconds(sys.argv[2])
     elif cmd == "free-port":
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

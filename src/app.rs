@@ -4,16 +4,18 @@
 //! other module receives what it needs from here (or from its caller) and never builds its neighbours.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Uri;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};
 use crate::keys::KeySource;
 use crate::keys::vault::VaultKeySource;
-use crate::outbound::{self, HttpClient};
+use crate::outbound;
 use crate::ratelimit::ClientLimiter;
 use crate::scoring::Scorer;
 use crate::telemetry::metrics::Metrics;
@@ -29,6 +31,48 @@ pub enum ServeError {
     Setup(String),
     #[error("cannot read the listener's address: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
+}
+
+/// A request to stop, as the operating system delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Terminate,
+    Interrupt,
+}
+
+impl StopSignal {
+    /// The name logged.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Terminate => "SIGTERM",
+            StopSignal::Interrupt => "SIGINT",
+        }
+    }
+
+    /// 128 + the signal's number, what a shell reports for a process the signal ended: 143 for SIGTERM,
+    /// 130 for SIGINT.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Terminate => 143,
+            StopSignal::Interrupt => 130,
+        }
+    }
+}
+
+/// How [`run_threaded`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Drained (or cut off after SHUTDOWN_GRACE) after a stop signal: exit 0.
+    Gracefully,
+    /// A second stop signal ended the process at once: exit with the signal's code.
+    Forced(StopSignal),
 }
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains for at most SHUTDOWN_GRACE.
@@ -45,6 +89,79 @@ pub async fn serve(
     Ok(())
 }
 
+/// Runs the service thread-per-core: binds WORKERS listeners on HOST:PORT, builds the shared state (its
+/// background work, such as vault reads, runs on the caller's runtime), starts the workers and coordinates
+/// shutdown from `signals`.
+///
+/// The first signal makes /ready answer 503 while everything is still served for SHUTDOWN_DELAY; then the
+/// listeners close and connections drain for at most SHUTDOWN_GRACE. A second signal at any point ends the
+/// run at once with [`Stopped::Forced`]; the caller exits without waiting for anything.
+pub async fn run_threaded(
+    config: Config,
+    mut signals: mpsc::Receiver<StopSignal>,
+) -> Result<Stopped, ServeError> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let listeners =
+        server::bind(addr, config.workers).map_err(|source| ServeError::Bind { addr, source })?;
+    let delay = config.shutdown_delay;
+    let state = build(config)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers =
+        server::spawn_workers(&state, listeners, &stop_rx).map_err(ServeError::Workers)?;
+
+    let Some(first) = signals.recv().await else {
+        // No signal can arrive any more (handlers could not be installed): serve until killed.
+        std::future::pending::<()>().await;
+        return Ok(Stopped::Gracefully);
+    };
+    state.request_shutdown();
+    tracing::info!(
+        signal = first.name(),
+        delay_ms = delay.as_millis() as u64,
+        "shutdown requested"
+    );
+    if !delay.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Some(second) = signals.recv() => return Ok(forced(second)),
+        }
+    }
+    server::begin_drain(&state);
+    let _ = stop_tx.send(true);
+    let drained = async {
+        let mut remaining = 0;
+        for done in workers {
+            remaining += match done.await {
+                Ok(Ok(cut_off)) => cut_off,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "a worker failed");
+                    0
+                }
+                Err(_) => {
+                    tracing::error!("a worker thread ended without reporting");
+                    0
+                }
+            };
+        }
+        remaining
+    };
+    tokio::select! {
+        remaining = drained => {
+            server::log_drained(remaining);
+            Ok(Stopped::Gracefully)
+        }
+        Some(second) = signals.recv() => Ok(forced(second)),
+    }
+}
+
+fn forced(signal: StopSignal) -> Stopped {
+    tracing::warn!(
+        signal = signal.name(),
+        "second stop signal, exiting at once"
+    );
+    Stopped::Forced(signal)
+}
+
 /// Builds the shared state: the outbound client, the key source (starting the vault's background reads),
 /// the upstream client, the scorer and the rate limiter. Must run inside the tokio runtime.
 pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
@@ -52,10 +169,16 @@ pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
     let scorer = match &config.key_source {
         None => Scorer::Demo,
         Some(source) => {
-            let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
-            let keys = key_source(source, &http, &metrics)?;
-            let client =
-                RiskShieldClient::new(upstream_settings(&config)?, http, keys, metrics.clone());
+            let connector =
+                outbound::build_connector(&config.extra_ca_certs, config.connect_timeout)?;
+            let keys = key_source(source, &config, &metrics)?;
+            let client = RiskShieldClient::new(
+                upstream_settings(&config)?,
+                connector,
+                keys,
+                metrics.clone(),
+            )
+            .map_err(|e| ServeError::Setup(e.to_string()))?;
             Scorer::RiskShield(Arc::new(client))
         }
     };
@@ -64,9 +187,10 @@ pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
     Ok(Arc::new(AppState::new(config, scorer, metrics, limiter)))
 }
 
+/// The key source; only a vault needs the pooled outbound client (its reads are off the request path).
 fn key_source(
     source: &KeySourceConfig,
-    http: &HttpClient,
+    config: &Config,
     metrics: &Arc<Metrics>,
 ) -> Result<KeySource, ServeError> {
     Ok(match source {
@@ -75,10 +199,13 @@ fn key_source(
             url,
             secret_name,
             ttl,
-        } => KeySource::Vault(
-            VaultKeySource::start(url, secret_name, *ttl, http, metrics.clone())
-                .map_err(ServeError::Setup)?,
-        ),
+        } => {
+            let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
+            KeySource::Vault(
+                VaultKeySource::start(url, secret_name, *ttl, &http, metrics.clone())
+                    .map_err(ServeError::Setup)?,
+            )
+        }
     })
 }
 

@@ -163,6 +163,10 @@ serve_args! {
     header_read_timeout => "HEADER_READ_TIMEOUT",
     /// Concurrent connections; further ones wait in the kernel's backlog [default: 4096]
     max_connections => "MAX_CONNECTIONS",
+    /// Serving threads, each with its own listener and upstream connections [default: one per CPU]
+    workers => "WORKERS",
+    /// After SIGTERM/SIGINT, keep serving this long with /ready answering 503 before closing the listener [default: 0s]
+    shutdown_delay => "SHUTDOWN_DELAY",
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
+use applicant_validator::app::{StopSignal, Stopped};
 use applicant_validator::cli::{Cli, Command, HealthcheckArgs, ServeArgs};
 use applicant_validator::config::{self, Config, EXIT_CONFIG};
 use applicant_validator::telemetry::logging;
 use applicant_validator::{app, healthcheck};
 use clap::FromArgMatches;
+use tokio::sync::mpsc;
 
 /// musl's malloc takes a global lock; the static binary uses mimalloc instead (measured in docs/benchmarks.md).
 #[cfg(target_env = "musl")]
@@ -86,7 +88,9 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
             "DEMO MODE: scores are computed locally from the ID number; RiskShield is not called"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This thread's runtime runs the background work (vault reads, the rate limiter's sweeper) and the
+    // signal handling; requests are served on the worker threads, each with its own runtime.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -96,45 +100,47 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
-        let addr = std::net::SocketAddr::new(config.host, config.port);
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(address = %addr, error = %e, "cannot bind");
-                eprintln!("applicant-validator: cannot bind {addr}: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        match app::serve(config, listener, shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "server failed");
-                eprintln!("applicant-validator: {e}");
-                ExitCode::from(1)
-            }
+    let outcome = runtime.block_on(async {
+        let signals = forward_signals();
+        app::run_threaded(config, signals).await
+    });
+    // Worker threads and blocking lookups still running must not delay the exit.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(Stopped::Gracefully) => ExitCode::SUCCESS,
+        Ok(Stopped::Forced(signal)) => ExitCode::from(signal.exit_code()),
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("applicant-validator: {e}");
+            ExitCode::from(1)
         }
-    })
+    }
 }
 
-/// Resolves on SIGTERM (docker stop, Kubernetes) or SIGINT (Ctrl-C). As PID 1 in a container the process
-/// gets no default signal handling, so both are handled explicitly.
-async fn shutdown_signal() {
+/// Forwards every SIGTERM (docker stop, Kubernetes) and SIGINT (Ctrl-C) to the returned channel. As PID 1 in
+/// a container the process gets no default signal handling, so both are handled explicitly; the channel closes
+/// at once if they cannot be installed.
+fn forward_signals() -> mpsc::Receiver<StopSignal> {
     use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = mpsc::channel(4);
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
         (Ok(mut term), Ok(mut int)) => {
-            let which = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!(signal = which, "shutdown requested");
+            tokio::spawn(async move {
+                loop {
+                    let which = tokio::select! {
+                        _ = term.recv() => StopSignal::Terminate,
+                        _ = int.recv() => StopSignal::Interrupt,
+                    };
+                    if tx.send(which).await.is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
+        _ => tracing::error!("cannot install signal handlers; stop with SIGKILL"),
     }
+    rx
 }

@@ -1,9 +1,9 @@
-//! The one outbound HTTP/TLS stack: hyper-util's pooled client over rustls (ring provider), trusting the
-//! bundled webpki roots plus EXTRA_CA_CERTS.
+//! The one outbound HTTP/TLS stack: one connector (hyper-util's TCP connector under rustls with the ring
+//! provider, trusting the bundled webpki roots plus EXTRA_CA_CERTS), and hyper-util's pooled client on it.
 //!
-//! The RiskShield client and the Azure SDK transport share this client type and the same trust roots, so there
-//! is one crypto provider in the binary, EXTRA_CA_CERTS applies to every outbound call, and the binary never
-//! reads /etc/ssl (the container image has none). hyper-util's client never consults proxy variables.
+//! The RiskShield pool and the Azure SDK transport share this connector and the same trust roots, so there is
+//! one crypto provider in the binary, EXTRA_CA_CERTS applies to every outbound call, and the binary never
+//! reads /etc/ssl (the container image has none). Neither consults proxy variables.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,11 @@ use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 
-/// The pooled keep-alive client type used for every outbound request.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// How outbound connections are made: TCP (with the connect timeout), then TLS when the URL is https.
+pub type Connector = HttpsConnector<HttpConnector>;
+
+/// The pooled keep-alive client type used for outbound requests off the request path.
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// Why the outbound client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -54,24 +57,34 @@ pub fn tls_config(
     Ok(config)
 }
 
-/// Builds the shared client: TCP connect timeout, TCP_NODELAY, a keep-alive pool, http and https.
+/// The connector every outbound connection is made with: TCP connect timeout, TCP_NODELAY, TCP keep-alive,
+/// http and https (rustls on the bundled roots plus `extra_roots`).
 ///
 /// Plain http is allowed at this layer because configuration already decided which http URLs are acceptable
 /// (loopback, or explicitly allowed non-prod hosts).
-pub fn build_client(
+pub fn build_connector(
     extra_roots: &[CertificateDer<'static>],
     connect_timeout: Duration,
-) -> Result<HttpClient, OutboundError> {
+) -> Result<Connector, OutboundError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(extra_roots)?)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(http))
+}
+
+/// Builds the pooled client on [`build_connector`], for callers off the request path (the Key Vault
+/// transport); RiskShield calls go through the RiskShield client's own per-worker pools.
+pub fn build_client(
+    extra_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
+) -> Result<HttpClient, OutboundError> {
+    let https = build_connector(extra_roots, connect_timeout)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)

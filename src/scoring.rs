@@ -1,6 +1,7 @@
 //! What produces scores for the HTTP layer: the demo scorer, or RiskShield through the resilient client.
 //!
-//! The HTTP layer only sees [`Scorer`], so demo mode and the real vendor share one code path above this line.
+//! The HTTP layer only sees [`Scorer`] and its per-worker [`Lane`], so demo mode and the real vendor share one
+//! code path above this line.
 
 use std::sync::Arc;
 
@@ -8,9 +9,9 @@ use tokio::time::Instant;
 
 use crate::domain::{Applicant, Score, demo_score};
 use crate::error::UpstreamError;
-use crate::upstream::RiskShieldClient;
+use crate::upstream::{Pool, RiskShieldClient};
 
-/// What produces scores for the HTTP layer.
+/// What produces scores for the HTTP layer, shared by every worker thread.
 #[derive(Clone, Debug)]
 pub enum Scorer {
     Demo,
@@ -18,6 +19,30 @@ pub enum Scorer {
 }
 
 impl Scorer {
+    /// A lane for one worker thread: the shared scorer with that worker's own upstream connections.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Scorer::Demo => Lane::Demo,
+            Scorer::RiskShield(client) => Lane::RiskShield {
+                pool: client.pool(),
+                client: client.clone(),
+            },
+        }
+    }
+}
+
+/// One worker's way to scores: the process-wide client (breaker, key, readiness) and the worker's own
+/// connection pool, so a request and its upstream exchange stay on the worker's thread.
+#[derive(Debug)]
+pub enum Lane {
+    Demo,
+    RiskShield {
+        client: Arc<RiskShieldClient>,
+        pool: Pool,
+    },
+}
+
+impl Lane {
     /// Scores `applicant`; the upstream call never runs past `deadline`.
     pub async fn score(
         &self,
@@ -26,8 +51,12 @@ impl Scorer {
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         match self {
-            Scorer::Demo => Ok(demo_score(&applicant.id_number)),
-            Scorer::RiskShield(client) => client.score(applicant, correlation_id, deadline).await,
+            Lane::Demo => Ok(demo_score(&applicant.id_number)),
+            Lane::RiskShield { client, pool } => {
+                client
+                    .score(pool, applicant, correlation_id, deadline)
+                    .await
+            }
         }
     }
 }

@@ -86,6 +86,11 @@ pub struct Config {
     pub trusted_proxy_hops: u32,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Serving threads, each with its own runtime, listener and upstream connections (thread-per-core).
+    pub workers: usize,
+    /// How long the service keeps serving after the first SIGTERM/SIGINT, with /ready answering 503, before the
+    /// listener closes: time for a load balancer without a preStop hook to stop routing here.
+    pub shutdown_delay: Duration,
 }
 
 /// Every configuration problem found, one line each, each naming its variable.
@@ -222,6 +227,16 @@ impl Config {
         let header_read_timeout = r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10));
         let max_connections = r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
 
+        // Thread-per-core serving and the shutdown delay.
+        let workers = r.number("WORKERS", default_workers(), 1, 1024);
+        let shutdown_delay = r.parse("SHUTDOWN_DELAY", Duration::ZERO, |v| {
+            // Zero is this setting's default ("close at once"), so unlike the timeouts it is accepted.
+            match humantime::parse_duration(v) {
+                Ok(d) if d.is_zero() => Ok(d),
+                _ => parse_duration(v),
+            }
+        });
+
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
         }
@@ -252,8 +267,15 @@ impl Config {
             trusted_proxy_hops,
             header_read_timeout,
             max_connections,
+            workers,
+            shutdown_delay,
         })
     }
+}
+
+/// One serving thread per CPU the process may use (cgroup quotas and affinity included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 fn check_upstream_url(value: &str, prod: bool, allow_insecure: bool) -> Result<String, String> {
@@ -440,6 +462,25 @@ mod tests {
         );
         assert!(errors(&[("CORS_ORIGINS", "[1,2]")])[0].starts_with("CORS_ORIGINS"));
         assert!(errors(&[("CORS_ORIGINS", "not an origin")])[0].starts_with("CORS_ORIGINS"));
+    }
+
+    #[test]
+    fn workers_and_shutdown_delay() {
+        let c = config(&[]).expect("defaults are valid");
+        assert!(c.workers >= 1);
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        let c = config(&[("WORKERS", "1"), ("SHUTDOWN_DELAY", "5s")]).expect("valid");
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(
+            config(&[("SHUTDOWN_DELAY", "0s")])
+                .expect("valid")
+                .shutdown_delay,
+            Duration::ZERO
+        );
+        let errs = errors(&[("WORKERS", "0"), ("SHUTDOWN_DELAY", "soon")]);
+        assert!(errs[0].starts_with("WORKERS"), "{errs:?}");
+        assert!(errs[1].starts_with("SHUTDOWN_DELAY"), "{errs:?}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::config::CorsOrigins;
 use crate::ratelimit::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
 use crate::routes::Route;
+use crate::scoring::Lane;
 use crate::telemetry::logging::loggable_path;
 
 pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
@@ -46,6 +47,8 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
 #[derive(Clone)]
 pub struct Router {
     pub state: Arc<AppState>,
+    /// The worker's own way to scores (its upstream connections).
+    pub lane: Arc<Lane>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -61,7 +64,8 @@ impl tower_service::Service<Request<Incoming>> for Router {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
-        Box::pin(async move { Ok(handlers::route(&state, request).await) })
+        let lane = self.lane.clone();
+        Box::pin(async move { Ok(handlers::route(&state, &lane, request).await) })
     }
 }
 

@@ -15,12 +15,12 @@ use crate::domain::RiskLevel;
 use crate::error::AppError;
 use crate::ratelimit;
 use crate::routes::Route;
-use crate::scoring::Scorer;
+use crate::scoring::{Lane, Scorer};
 use crate::telemetry::metrics;
 use crate::validation;
 
 /// Answers one request.
-pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+pub async fn route(state: &AppState, lane: &Lane, request: Request<Incoming>) -> Response<Body> {
     let Some(ctx) = request.extensions().get::<RequestContext>().cloned() else {
         return error_response(&AppError::NotFound, &HeaderValue::from_static(""));
     };
@@ -49,7 +49,7 @@ pub async fn route(state: &AppState, request: Request<Incoming>) -> Response<Bod
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => rate_limited(state, &ctx, request).await,
+        Route::Validate | Route::ApiValidate => rate_limited(state, lane, &ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => bytes_response(
             "text/html; charset=utf-8",
@@ -82,7 +82,9 @@ async fn ready(state: &AppState) -> Response<Body> {
         }
         checks.insert("riskshield_api".into(), json!(client.ready().await));
     }
-    let ready = !state.is_draining() && checks.values().all(|v| v == &json!(true));
+    let ready = !state.is_shutdown_requested()
+        && !state.is_draining()
+        && checks.values().all(|v| v == &json!(true));
     let status = if ready {
         StatusCode::OK
     } else {
@@ -120,6 +122,7 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
 /// lookup; every validate answer, refusals and errors included, reports the client's allowance.
 async fn rate_limited(
     state: &AppState,
+    lane: &Lane,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -133,7 +136,7 @@ async fn rate_limited(
     });
     let result = match decision.and_then(|d| d.retry_after) {
         Some(retry_after) => Err(AppError::RateLimited { retry_after }),
-        None => validate(state, ctx, request).await,
+        None => validate(state, lane, ctx, request).await,
     };
     let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.correlation_id));
     if let Some(decision) = decision {
@@ -153,6 +156,7 @@ struct Validated<'a> {
 
 async fn validate(
     state: &AppState,
+    lane: &Lane,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
@@ -181,10 +185,7 @@ async fn validate(
         let applicant =
             validation::validate(&body, config.id_number_strict).map_err(AppError::Validation)?;
         let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
-        let score = state
-            .scorer
-            .score(&applicant, correlation_id, deadline)
-            .await?;
+        let score = lane.score(&applicant, correlation_id, deadline).await?;
         Ok(json_response(
             StatusCode::OK,
             &Validated {

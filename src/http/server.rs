@@ -1,31 +1,180 @@
-//! The accept loop: per-connection limits, keep-alive, header-read timeout, and bounded graceful shutdown.
+//! Serving: per-connection limits, keep-alive, the header-read timeout and bounded graceful shutdown, on one
+//! or on many worker threads.
+//!
+//! Thread-per-core: [`spawn_workers`] starts one OS thread per worker, each with its own single-threaded tokio
+//! runtime, its own `SO_REUSEPORT` listener on the shared address (the kernel spreads new connections across
+//! them), its own share of MAX_CONNECTIONS and its own upstream connections (a [`Lane`]). A request and its
+//! upstream exchange therefore never leave the thread that accepted the connection. What must be global (the
+//! breaker, the key, metrics, the rate limiter, the draining flag) lives in the shared [`AppState`].
+//!
+//! [`run`] serves one worker on a listener in the caller's runtime: the seam the integration tests use.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tower_layer::Layer;
 
 use super::envelope::{Envelope, Router, cors_layer};
 use super::state::AppState;
 
-/// The accept loop over already-built state.
+/// Accept backlog of every listener (tokio's default for `TcpListener::bind`).
+const BACKLOG: u32 = 1024;
+
+/// Serves on `listener` in the current runtime until `shutdown` resolves, then drains for at most
+/// SHUTDOWN_GRACE: one worker, as the integration tests run it.
 pub async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    start_background(&state);
+    log_listening(&state, local, 1);
+    let stop = async {
+        shutdown.await;
+        state.request_shutdown();
+        begin_drain(&state);
+    };
+    let remaining = worker(state.clone(), listener, state.config.max_connections, stop).await;
+    log_drained(remaining);
+    Ok(())
+}
+
+/// Binds `workers` listeners on `addr`, sharing it with `SO_REUSEPORT` when there is more than one (a single
+/// listener keeps the port exclusive). Must run inside a tokio runtime; the listeners are handed over as std
+/// sockets so each worker registers its own with its own runtime.
+pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let shared = workers > 1;
+    let first = listen(addr, shared)?;
+    // With PORT=0 the first bind picks the port; the others must join that one, not pick their own.
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first.into_std()?];
+    for _ in 1..workers {
+        listeners.push(listen(addr, shared)?.into_std()?);
+    }
+    Ok(listeners)
+}
+
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// One worker thread: when it finished, how many connections were cut off when the grace period ended.
+pub type WorkerDone = oneshot::Receiver<std::io::Result<usize>>;
+
+/// Starts one worker thread per listener, each serving until `stop` turns true and then draining its own
+/// connections for at most SHUTDOWN_GRACE. The caller flips the flag after [`begin_drain`].
+pub fn spawn_workers(
+    state: &Arc<AppState>,
+    listeners: Vec<std::net::TcpListener>,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<WorkerDone>> {
+    let workers = listeners.len().max(1);
+    if let Some(first) = listeners.first() {
+        log_listening(state, first.local_addr()?, workers);
+    }
+    start_background(state);
+    // Each worker admits its share of MAX_CONNECTIONS; further clients wait in the kernel's backlog.
+    let share = state.config.max_connections.div_ceil(workers).max(1);
+    let mut done = Vec::with_capacity(workers);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let state = state.clone();
+        let mut stop = stop.clone();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        let served = runtime.block_on(async {
+                            let listener = TcpListener::from_std(listener)?;
+                            let stop = async move {
+                                let _ = stop.wait_for(|stop| *stop).await;
+                            };
+                            Ok(worker(state, listener, share, stop).await)
+                        });
+                        // Blocking DNS lookups left in flight must not hold the thread.
+                        runtime.shutdown_background();
+                        served
+                    });
+                let _ = tx.send(result);
+            })?;
+        done.push(rx);
+    }
+    Ok(done)
+}
+
+/// Marks the service as draining (/health 503, `Connection: close` on answers) and logs it once, before the
+/// workers stop accepting.
+pub fn begin_drain(state: &AppState) {
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        connections = state.open_connections(),
+        grace_ms = state.config.shutdown_grace.as_millis() as u64,
+        "shutting down, draining"
+    );
+}
+
+/// Logs how the drain ended: every connection finished, or `remaining` were cut off.
+pub fn log_drained(remaining: usize) {
+    if remaining == 0 {
+        tracing::info!("drained, exiting");
+    } else {
+        tracing::warn!(
+            remaining,
+            "shutdown grace period over; closed remaining connections"
+        );
+    }
+}
+
+fn log_listening(state: &AppState, local: SocketAddr, workers: usize) {
+    tracing::info!(
+        address = %local,
+        environment = %state.config.environment,
+        mode = if state.config.demo_mode { "demo" } else { "riskshield" },
+        workers,
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+}
+
+/// Process-wide background work that belongs to the server: the rate limiter's sweeper.
+fn start_background(state: &AppState) {
     if let Some(limiter) = &state.limiter {
         limiter.spawn_sweeper();
     }
+}
+
+/// One worker's accept loop until `stop` resolves, then the drain of its own connections for at most
+/// SHUTDOWN_GRACE. Returns how many connections were cut off.
+async fn worker(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+) -> usize {
+    let lane = Arc::new(state.scorer.lane());
     let cors = cors_layer(&state.config.cors_origins);
-    let limit = Arc::new(Semaphore::new(state.config.max_connections));
+    let limit = Arc::new(Semaphore::new(max_connections));
     let (drain_tx, drain_rx) = watch::channel(());
     let mut connections = JoinSet::new();
     let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -33,15 +182,8 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
         .keep_alive(true);
-    tracing::info!(
-        address = %local,
-        environment = %state.config.environment,
-        mode = if state.config.demo_mode { "demo" } else { "riskshield" },
-        version = env!("CARGO_PKG_VERSION"),
-        "listening"
-    );
 
-    tokio::pin!(shutdown);
+    tokio::pin!(stop);
     loop {
         while connections.try_join_next().is_some() {}
         // Waiting for a free slot before accepting leaves excess clients in the kernel's backlog.
@@ -50,7 +192,7 @@ pub async fn run(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -62,20 +204,23 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
         let service = Envelope {
             state: state.clone(),
             inner: cors.layer(Router {
                 state: state.clone(),
+                lane: lane.clone(),
             }),
             peer,
         };
         let connection = http1.serve_connection(TokioIo::new(stream), service);
         let mut drain = drain_rx.clone();
+        let open = state.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
+            let _open = open;
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -90,30 +235,18 @@ pub async fn run(
         });
     }
 
-    state.draining.store(true, Ordering::Relaxed);
     drop(listener);
     let _ = drain_tx.send(());
-    let in_flight = connections.len();
-    let grace = state.config.shutdown_grace;
-    tracing::info!(
-        connections = in_flight,
-        grace_ms = grace.as_millis() as u64,
-        "shutting down, draining"
-    );
-    let drained = tokio::time::timeout(grace, async {
+    let drained = tokio::time::timeout(state.config.shutdown_grace, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     match drained {
-        Ok(()) => tracing::info!("drained, exiting"),
+        Ok(()) => 0,
         Err(_) => {
             let remaining = connections.len();
             connections.abort_all();
-            tracing::warn!(
-                remaining,
-                "shutdown grace period over; closed remaining connections"
-            );
+            remaining
         }
     }
-    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -32,7 +32,22 @@ pub struct AppState {
     pub limiter: Option<Arc<ClientLimiter>>,
     /// Set once shutdown begins: /health answers 503 and connections close after their current request.
     pub draining: AtomicBool,
+    /// Set at the first SIGTERM/SIGINT, before SHUTDOWN_DELAY: /ready answers 503 while everything else is
+    /// still served normally, so load balancers stop routing here before the listener closes.
+    shutdown_requested: AtomicBool,
+    /// Client connections currently open, over all workers (for the drain's log line).
+    open_connections: Arc<AtomicUsize>,
     pub(crate) openapi: Bytes,
+}
+
+/// Counts one open connection until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl AppState {
@@ -50,12 +65,35 @@ impl AppState {
             scorer,
             metrics,
             draining: AtomicBool::new(false),
+            shutdown_requested: AtomicBool::new(false),
+            open_connections: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// True once shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Records the first shutdown signal: from now on /ready answers 503.
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// True once a shutdown signal arrived (during SHUTDOWN_DELAY and after).
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.shutdown_requested.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new client connection for as long as the returned guard lives.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.open_connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.open_connections.clone())
+    }
+
+    /// Client connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::Relaxed)
     }
 }
 

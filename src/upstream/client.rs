@@ -1,6 +1,9 @@
-//! The RiskShield client: one pooled connection pool for the process, per-attempt timeouts, retries (see
-//! [`retry`](super::retry)), the circuit breaker, and a strict check of the answer (see
-//! [`answer`](super::answer)).
+//! The RiskShield client: per-attempt timeouts, retries (see [`retry`](super::retry)), the circuit breaker,
+//! and a strict check of the answer (see [`answer`](super::answer)), over connections from the calling worker's
+//! own [`Pool`].
+//!
+//! The client itself is shared by every worker thread (the breaker, the key and readiness are process-wide);
+//! each worker asks it once for a [`Pool`] and passes that pool with every call.
 //!
 //! The whole call is bounded by the inbound request's deadline: no attempt and no backoff runs past it.
 
@@ -9,17 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use tokio::time::Instant;
 
 use super::answer::{MAX_RESPONSE_BYTES, classify};
 use super::breaker::CircuitBreaker;
+use super::pool::Pool;
 use super::retry::{MAX_RETRY_DELAY, RetryPolicy};
 use crate::domain::{ApiKey, Applicant, Score};
 use crate::error::UpstreamError;
 use crate::keys::KeySource;
-use crate::outbound::HttpClient;
+use crate::outbound::Connector;
 use crate::telemetry::metrics::Metrics;
 
 /// Readiness connects to the upstream at most this often.
@@ -44,8 +49,12 @@ pub struct Settings {
 /// The process-wide RiskShield client.
 #[derive(Debug)]
 pub struct RiskShieldClient {
-    http: HttpClient,
+    connector: Connector,
     score_uri: Uri,
+    /// The request target as sent: `/v1/score`, without scheme and host.
+    score_path: Uri,
+    /// The Host header: the URL's host, and its port when it is not the scheme's default.
+    host: HeaderValue,
     keys: KeySource,
     breaker: CircuitBreaker,
     policy: RetryPolicy,
@@ -53,20 +62,52 @@ pub struct RiskShieldClient {
     metrics: Arc<Metrics>,
     /// When the upstream host was last probed with a TCP connect, and whether it accepted.
     reachability: Mutex<Option<(Instant, bool)>>,
+    /// Held while a readiness probe runs, so concurrent /ready calls share one probe instead of each
+    /// opening a connection (single-flight).
+    probing: tokio::sync::Mutex<()>,
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("RISKSHIELD_API_URL: {0}")]
+pub struct SettingsError(&'static str);
+
+/// The request target and Host header for `uri`, as an HTTP/1.1 client sends them.
+fn target_of(uri: &Uri) -> Result<(Uri, HeaderValue), SettingsError> {
+    let host = uri.host().ok_or(SettingsError("has no host"))?;
+    let default_port = if uri.scheme() == Some(&Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    let host = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    let host =
+        HeaderValue::from_str(&host).map_err(|_| SettingsError("host is not a valid header"))?;
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Ok((Uri::from(path), host))
 }
 
 impl RiskShieldClient {
-    /// Builds the client; `http` is the shared outbound client.
+    /// Builds the client; `connector` opens every worker's upstream connections.
     pub fn new(
         settings: Settings,
-        http: HttpClient,
+        connector: Connector,
         keys: KeySource,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, SettingsError> {
         let mut policy = settings.retry;
         policy.max_attempts = policy.max_attempts.max(1);
-        Self {
-            http,
+        let (score_path, host) = target_of(&settings.score_uri)?;
+        Ok(Self {
+            connector,
+            score_path,
+            host,
             score_uri: settings.score_uri,
             keys,
             breaker: CircuitBreaker::new(
@@ -77,7 +118,13 @@ impl RiskShieldClient {
             connect_timeout: settings.connect_timeout,
             metrics,
             reachability: Mutex::new(None),
-        }
+            probing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// A new, empty connection pool for one worker thread.
+    pub fn pool(&self) -> Pool {
+        Pool::new(self.connector.clone(), self.score_uri.clone())
     }
 
     /// The breaker, for readiness and metrics.
@@ -90,9 +137,11 @@ impl RiskShieldClient {
         &self.keys
     }
 
-    /// Scores an applicant: breaker, then attempts with retries, never past `deadline`.
+    /// Scores an applicant over `pool` (the calling worker's): breaker, then attempts with retries, never
+    /// past `deadline`.
     pub async fn score(
         &self,
+        pool: &Pool,
         applicant: &Applicant,
         correlation_id: &str,
         deadline: Instant,
@@ -111,7 +160,7 @@ impl RiskShieldClient {
             }
         })?);
         let result = self
-            .call_with_retries(key, body, correlation_id, deadline)
+            .call_with_retries(pool, key, body, correlation_id, deadline)
             .await;
         permit.record(
             result
@@ -123,6 +172,7 @@ impl RiskShieldClient {
 
     async fn call_with_retries(
         &self,
+        pool: &Pool,
         mut key: ApiKey,
         body: Bytes,
         correlation_id: &str,
@@ -135,7 +185,7 @@ impl RiskShieldClient {
             attempt += 1;
             let started = Instant::now();
             let result = self
-                .attempt(&key, body.clone(), correlation_id, deadline)
+                .attempt(pool, &key, body.clone(), correlation_id, deadline)
                 .await;
             let elapsed = started.elapsed();
             let outcome = match &result {
@@ -194,6 +244,7 @@ impl RiskShieldClient {
     /// One HTTP exchange, bounded by the attempt timeout and the request deadline.
     async fn attempt(
         &self,
+        pool: &Pool,
         key: &ApiKey,
         body: Bytes,
         correlation_id: &str,
@@ -202,19 +253,17 @@ impl RiskShieldClient {
         let attempt_deadline = (Instant::now() + self.policy.attempt_timeout).min(deadline);
         let request = self.request(key, body, correlation_id)?;
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| {
-                tracing::debug!(correlation_id, error = %e, "upstream connection failed");
-                UpstreamError::Unavailable {
-                    status: None,
-                    retry_after: None,
-                }
-            })?;
-            let (parts, body) = response.into_parts();
-            // Read (bounded) every answer, errors included, so the connection can go back to the pool.
-            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
+            // Every answer, errors included, is read (bounded) so the connection can go back to the pool.
+            let (parts, bytes) = pool
+                .exchange(request, MAX_RESPONSE_BYTES)
                 .await
-                .map(|b| b.to_bytes());
+                .map_err(|e| {
+                    tracing::debug!(correlation_id, error = %e, "upstream connection failed");
+                    UpstreamError::Unavailable {
+                        status: None,
+                        retry_after: None,
+                    }
+                })?;
             classify(parts.status, &parts.headers, bytes)
         };
         tokio::time::timeout_at(attempt_deadline, exchange)
@@ -233,7 +282,8 @@ impl RiskShieldClient {
         api_key.set_sensitive(true);
         Request::builder()
             .method(Method::POST)
-            .uri(self.score_uri.clone())
+            .uri(self.score_path.clone())
+            .header(header::HOST, self.host.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
@@ -251,15 +301,24 @@ impl RiskShieldClient {
         if self.breaker.is_open() {
             return false;
         }
-        let cached = *self.reachability.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, ok)) = cached
-            && at.elapsed() < READINESS_INTERVAL
-        {
+        if let Some(ok) = self.recent_reachability() {
+            return ok;
+        }
+        let _probing = self.probing.lock().await;
+        // Whoever held the lock before may just have probed: share its answer.
+        if let Some(ok) = self.recent_reachability() {
             return ok;
         }
         let ok = self.probe_tcp().await;
         *self.reachability.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), ok));
         ok
+    }
+
+    fn recent_reachability(&self) -> Option<bool> {
+        let cached = *self.reachability.lock().unwrap_or_else(|p| p.into_inner());
+        cached
+            .filter(|(at, _)| at.elapsed() < READINESS_INTERVAL)
+            .map(|(_, ok)| ok)
     }
 
     async fn probe_tcp(&self) -> bool {

@@ -1,9 +1,11 @@
-//! Calling RiskShield: the client ([`client`]), when to retry and how long to wait ([`retry`]), reading its
-//! answer ([`answer`]) and the circuit breaker ([`breaker`]).
+//! Calling RiskShield: the client ([`client`]), each worker's connections ([`pool`]), when to retry and how
+//! long to wait ([`retry`]), reading its answer ([`answer`]) and the circuit breaker ([`breaker`]).
 
 pub mod answer;
 pub mod breaker;
 pub mod client;
+pub mod pool;
 pub mod retry;
 
-pub use client::{RiskShieldClient, Settings};
+pub use client::{RiskShieldClient, Settings, SettingsError};
+pub use pool::Pool;

@@ -9,6 +9,8 @@ mod binary;
 mod metrics_formats;
 mod ops;
 mod properties;
+mod ready_probe;
+mod shutdown;
 mod support;
 mod upstream;
 mod vault;

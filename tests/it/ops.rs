@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use http::{Method, StatusCode};
 use testkit::Reply;
 use testkit::azure::VaultMode;
-use testkit::client::send_from;
+use testkit::client::{send, send_from};
 use testkit::riskshield::{FakeRiskShield, Step};
 
 use crate::support::{Fixture, TestServer, config};
@@ -516,7 +516,15 @@ async fn vault_reads_and_the_key_age_are_exposed() {
     let reply = app.validate().await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 
-    let text = metrics_text(app.get("/metrics").await);
+    let text = metrics_text(
+        send(
+            Method::GET,
+            &app.url("/metrics"),
+            &[("accept", "application/openmetrics-text")],
+            "",
+        )
+        .await,
+    );
     let reads: BTreeMap<String, f64> = [(r#"outcome="success""#.to_owned(), 1.0)]
         .into_iter()
         .collect();
