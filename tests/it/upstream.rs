@@ -140,10 +140,10 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
 
 #[tokio::test]
 async fn retry_after_as_an_http_date_is_honoured() {
-    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
-    let when = HeaderValue::try_from(when).expect("an HTTP date is a header value");
+    // The fake writes the date as it answers: two seconds ahead, cut to whole seconds by the date format,
+    // so the retry may come no earlier than one second after the first attempt, however slow the start.
     let fake = FakeRiskShield::scripted(
-        vec![Step::status(503).with_header(RETRY_AFTER, when)],
+        vec![Step::status(503).with_retry_after_date(Duration::from_secs(2))],
         Step::ok(30, "MEDIUM"),
     )
     .await;
@@ -151,8 +151,11 @@ async fn retry_after_as_an_http_date_is_honoured() {
     assert_eq!(validate(&s).await.status, StatusCode::OK);
     let seen = fake.requests();
     assert_eq!(seen.len(), 2);
-    // HTTP dates have one-second resolution, so at least one second has passed.
-    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_secs(1),
+        "{:?}",
+        seen[1].at - seen[0].at
+    );
     s.stop().await;
 }
 
@@ -275,7 +278,9 @@ async fn a_connection_closed_without_an_answer_is_retried_then_503() {
 
 #[tokio::test]
 async fn nothing_listening_is_503() {
-    let addr = closed_port().await;
+    // Held, not released: nothing can start listening there while the test runs.
+    let closed = closed_port();
+    let addr = closed.addr();
     let s = server(
         &format!("http://{addr}/v1"),
         &[("RISKSHIELD_MAX_ATTEMPTS", "2")],
@@ -426,7 +431,9 @@ async fn readiness_checks_the_upstream_host_without_calling_score() {
     assert_eq!(fake.count(), 0, "readiness never calls /score");
     s.stop().await;
 
-    let addr = closed_port().await;
+    // Held, not released: nothing can start listening there while the test runs.
+    let closed = closed_port();
+    let addr = closed.addr();
     let s = server(&format!("http://{addr}/v1"), &[]).await;
     let r = get(&s.url("/api/v1/ready")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
