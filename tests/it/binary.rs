@@ -356,3 +356,35 @@ async fn logs_are_json_lines_without_secrets_or_personal_data() {
     );
     app.assert_no_secrets_logged(&["secret-key-value", "Thandi", "Nkosi", "9001011234088"]);
 }
+
+#[tokio::test]
+async fn an_id_number_in_a_path_is_masked_in_the_request_log() {
+    let mut app = App::start(&[]).await;
+    for (path, id) in [
+        ("/x/9001011234088", "masked-path-1"),
+        ("/x/%39001011234088", "masked-path-2"),
+    ] {
+        let reply = testkit::client::send(
+            http::Method::GET,
+            &app.url(path),
+            &[("x-correlation-id", id)],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!(reply.status, http::StatusCode::NOT_FOUND);
+    }
+    app.process.signal("TERM");
+    app.process.wait().await;
+    let lines = app.process.json_lines();
+    let logged_path = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "request" && l["correlation_id"] == id)
+            .map(|l| l["path"].clone())
+            .unwrap_or_else(|| panic!("no request line for {id}: {lines:?}"))
+    };
+    assert_eq!(logged_path("masked-path-1"), "/x/*************");
+    assert_eq!(logged_path("masked-path-2"), "/x/***************");
+    // Neither the number nor its tail after an escaped first digit is anywhere in the output.
+    app.assert_no_secrets_logged(&["9001011234088", "001011234088"]);
+}

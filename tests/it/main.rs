@@ -6,8 +6,10 @@
 
 mod api;
 mod binary;
+mod drain;
 mod ops;
 mod properties;
+mod startup;
 mod support;
 mod upstream;
 mod vault;
