@@ -189,6 +189,9 @@ pub struct VaultKeySource {
     read_lock: tokio::sync::Mutex<()>,
     /// Which reads have started and finished; lets forced reads share one vault call.
     reads: Mutex<ReadCounter>,
+    /// Signalled after every read, so unit tests wait for a read instead of guessing when it is done.
+    #[cfg(test)]
+    read_done: tokio::sync::Notify,
     /// Dropped with the source, which tells the refresh task to stop.
     _stop: watch::Sender<()>,
 }
@@ -285,6 +288,8 @@ impl VaultKeySource {
             cache: Mutex::new(None),
             read_lock: tokio::sync::Mutex::new(()),
             reads: Mutex::new(ReadCounter::default()),
+            #[cfg(test)]
+            read_done: tokio::sync::Notify::new(),
             _stop: stop_tx,
         });
         runtime.spawn(refresh_loop(Arc::downgrade(&source), stop_rx, ttl));
@@ -363,6 +368,8 @@ impl VaultKeySource {
         let mut reads = self.lock_reads();
         reads.completed = reads.started;
         reads.forced_in_flight = false;
+        #[cfg(test)]
+        self.read_done.notify_waiters();
         result
     }
 
@@ -480,11 +487,12 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Answers reads from a script; the last answer repeats. Counts calls.
+    /// Answers reads from a script; the last answer repeats. Counts calls, and signals each one.
     #[derive(Debug)]
     struct Script {
         answers: Mutex<VecDeque<Result<&'static str, ReadError>>>,
         calls: Arc<AtomicUsize>,
+        called: Arc<tokio::sync::Notify>,
         gate: Option<Arc<tokio::sync::Semaphore>>,
     }
 
@@ -492,6 +500,7 @@ mod tests {
     impl FetchSecret for Script {
         async fn fetch(&self) -> Result<ApiKey, ReadError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.called.notify_waiters();
             if let Some(gate) = &self.gate {
                 gate.acquire().await.expect("gate open").forget();
             }
@@ -510,10 +519,26 @@ mod tests {
         ttl: Duration,
         gate: Option<Arc<tokio::sync::Semaphore>>,
     ) -> (Arc<VaultKeySource>, Arc<AtomicUsize>) {
+        let (source, calls, _) = source_signalling(answers, ttl, gate);
+        (source, calls)
+    }
+
+    /// [`source`], also returning the signal of each fetch call.
+    fn source_signalling(
+        answers: Vec<Result<&'static str, ReadError>>,
+        ttl: Duration,
+        gate: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> (
+        Arc<VaultKeySource>,
+        Arc<AtomicUsize>,
+        Arc<tokio::sync::Notify>,
+    ) {
         let calls = Arc::new(AtomicUsize::new(0));
+        let called = Arc::new(tokio::sync::Notify::new());
         let script = Script {
             answers: Mutex::new(answers.into()),
             calls: calls.clone(),
+            called: called.clone(),
             gate,
         };
         let source = VaultKeySource::spawn(
@@ -524,14 +549,35 @@ mod tests {
             Arc::new(Metrics::new()),
         )
         .expect("runtime present");
-        (source, calls)
+        (source, calls, called)
     }
 
-    /// Lets the refresh task run until it waits on its timer again.
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
+    /// Waits until `n` reads have finished (cache updated, outcome logged), woken by each read's end. With the
+    /// clock paused, the runtime moves time on to the refresh task's next timer whenever everything waits, so
+    /// the time at which this returns is exactly when the read was made.
+    async fn reads_done(source: &VaultKeySource, n: u64) {
+        loop {
+            let done = source.read_done.notified();
+            if source.lock_reads().completed >= n {
+                return;
+            }
+            done.await;
         }
+    }
+
+    /// Waits until `calls` has reached `n`, woken by each call.
+    async fn calls_reach(calls: &AtomicUsize, called: &tokio::sync::Notify, n: usize) {
+        loop {
+            let signalled = called.notified();
+            if calls.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            signalled.await;
+        }
+    }
+
+    fn key_of(source: &VaultKeySource) -> Option<String> {
+        source.current().map(|k| k.expose().to_owned())
     }
 
     #[test]
@@ -557,26 +603,28 @@ mod tests {
             Duration::from_secs(300),
             None,
         );
-        settle().await;
+        let start = Instant::now();
+        reads_done(&source, 1).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "the first read is at once");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(source.current().is_none());
-        tokio::time::advance(Duration::from_millis(999)).await;
-        settle().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "retried before 1 s");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        settle().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        tokio::time::advance(Duration::from_millis(1999)).await;
-        settle().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "second retry before 2 s");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        settle().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        reads_done(&source, 2).await;
         assert_eq!(
-            source.current().map(|k| k.expose().to_owned()),
-            Some("k1".into())
+            start.elapsed(),
+            Duration::from_secs(1),
+            "first retry after 1 s"
         );
-        assert!(source.key_age().is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(source.current().is_none());
+        reads_done(&source, 3).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3),
+            "second retry 2 s later"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(key_of(&source), Some("k1".into()));
+        assert_eq!(source.key_age(), Some(Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]
@@ -593,41 +641,76 @@ mod tests {
             ttl,
             None,
         );
-        settle().await;
-        assert_eq!(
-            source.current().map(|k| k.expose().to_owned()),
-            Some("k1".into())
-        );
-        tokio::time::advance(ttl).await;
-        settle().await;
+        let start = Instant::now();
+        reads_done(&source, 1).await;
+        assert_eq!(key_of(&source), Some("k1".into()));
+        reads_done(&source, 2).await;
+        assert_eq!(start.elapsed(), ttl, "re-read after the TTL");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(key_of(&source), Some("k1".into()));
+        assert_eq!(source.key_age(), Some(ttl), "the key is as old as its read");
+        // The failure is retried with backoff (1 s), not after another TTL.
+        reads_done(&source, 3).await;
+        assert_eq!(start.elapsed(), ttl + Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_re_read_returning_the_same_key_keeps_it_and_renews_its_age() {
+        let ttl = Duration::from_secs(60);
+        let (source, calls) = source(vec![Ok("k1")], ttl, None);
+        reads_done(&source, 1).await;
+        assert_eq!(key_of(&source), Some("k1".into()));
+        reads_done(&source, 2).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(key_of(&source), Some("k1".into()));
         assert_eq!(
-            source.current().map(|k| k.expose().to_owned()),
-            Some("k1".into())
+            source.key_age(),
+            Some(Duration::ZERO),
+            "read again just now"
         );
+        // The next read is a whole TTL after this one.
+        let reread = Instant::now();
+        reads_done(&source, 3).await;
+        assert_eq!(reread.elapsed(), ttl);
+        // A rejection of that same key reads once more and finds nothing new to try.
+        let key = source
+            .refresh_after_rejection(&ApiKey::new("k1"), "test")
+            .await;
+        assert!(key.is_none());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(key_of(&source), Some("k1".into()));
     }
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_forced_reads_share_one_call() {
         let gate = Arc::new(tokio::sync::Semaphore::new(1));
-        let (source, calls) = source(
+        let (source, calls, called) = source_signalling(
             vec![Ok("old"), Ok("new")],
             Duration::from_secs(300),
             Some(gate.clone()),
         );
-        settle().await;
-        assert_eq!(
-            source.current().map(|k| k.expose().to_owned()),
-            Some("old".into())
-        );
+        reads_done(&source, 1).await;
+        assert_eq!(key_of(&source), Some("old".into()));
         let rejected = ApiKey::new("old");
         let mut waiting = tokio::task::JoinSet::new();
+        let entered = Arc::new(AtomicUsize::new(0));
+        let all_entered = Arc::new(tokio::sync::Notify::new());
         for _ in 0..5 {
             let source = source.clone();
             let rejected = rejected.clone();
-            waiting.spawn(async move { source.refresh_after_rejection(&rejected, "test").await });
+            let (entered, all_entered) = (entered.clone(), all_entered.clone());
+            waiting.spawn(async move {
+                // Counted in the same poll that runs the call up to its first wait (the read lock, or the
+                // gate for the one that reads), with nothing in between that could yield.
+                if entered.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                    all_entered.notify_one();
+                }
+                source.refresh_after_rejection(&rejected, "test").await
+            });
         }
-        settle().await;
+        // The test runtime has one thread: once the fifth task has been polled, all five are waiting.
+        all_entered.notified().await;
+        calls_reach(&calls, &called, 2).await;
         // One forced read is in flight, blocked on the gate; the other four wait for it.
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         gate.add_permits(1);
@@ -641,7 +724,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_rejection_of_an_already_replaced_key_reads_nothing() {
         let (source, calls) = source(vec![Ok("current")], Duration::from_secs(300), None);
-        settle().await;
+        reads_done(&source, 1).await;
         let key = source
             .refresh_after_rejection(&ApiKey::new("older"), "test")
             .await;
@@ -652,14 +735,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_refresh_task_stops_when_the_source_is_dropped() {
         let (source, calls) = source(vec![Ok("k")], Duration::from_secs(1), None);
-        settle().await;
+        reads_done(&source, 1).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let weak = Arc::downgrade(&source);
         drop(source);
-        settle().await;
-        tokio::time::advance(Duration::from_secs(10)).await;
-        settle().await;
+        // The task holds the source only while reading, so dropping the last handle frees it at once.
         assert!(weak.upgrade().is_none());
+        // Ten TTLs of paused time: every timer due in them fires, and each woken task runs before the clock
+        // moves on, so a task still running would have read again by the end.
+        tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(
             calls.load(Ordering::SeqCst),
             1,

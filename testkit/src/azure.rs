@@ -3,7 +3,7 @@
 //! at run time. The real Azure SDK inside the service talks to them unchanged.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::lock;
-use crate::server::{Server, serve_http};
+pub use crate::pki::TestPki;
+use crate::server::{ClosedPort, Server, closed_port, serve_http};
 
 /// The access token the fake identity endpoint issues and the fake vault accepts.
 pub const ACCESS_TOKEN: &str = "fake-access-token-3f9c";
@@ -76,81 +77,6 @@ fn query(parts: &Parts) -> HashMap<String, String> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":").replace("%2F", "/")))
         .collect()
-}
-
-/// A test CA (written to a PEM file, for EXTRA_CA_CERTS) and a TLS acceptor with a leaf certificate for
-/// localhost and 127.0.0.1 signed by it. Made fresh per test, so no key material is checked in.
-pub struct TestPki {
-    ca_file: PathBuf,
-    acceptor: TlsAcceptor,
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.ca_file);
-    }
-}
-
-impl TestPki {
-    /// Generates the CA and the leaf, and writes the CA file to the temp directory.
-    pub fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "applicant-validator test CA");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA cert");
-
-        let mut leaf_params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("leaf params");
-        leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        leaf_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
-
-        let ca_file = std::env::temp_dir().join(format!(
-            "applicant-validator-vault-ca-{}-{}.pem",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&ca_file, ca.pem()).expect("write CA file");
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .expect("server config");
-        Self {
-            ca_file,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-        }
-    }
-
-    /// The CA certificate as a PEM file.
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
-    }
-}
-
-impl Default for TestPki {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// What the fake identity endpoint answers.
@@ -248,12 +174,14 @@ struct VaultState {
 
 /// An HTTPS Key Vault on a fixed 127.0.0.1 port, addressed as `localhost` (the one host for which the service
 /// skips the challenge-resource check). Unauthenticated requests get the 401 challenge; reads with
-/// [`ACCESS_TOKEN`] get the secret or the scripted error. It can start unreachable and come up later on the
-/// same port, with its counters kept.
+/// [`ACCESS_TOKEN`] get the secret or the scripted error. It can start unreachable (the port held by a socket
+/// that refuses connections) and come up later on the same port, with its counters kept.
 pub struct FakeVault {
     pki: TestPki,
     state: Arc<VaultState>,
     port: u16,
+    /// The port, held without listening until the vault comes up, so no other socket can take it meanwhile.
+    reserved: Option<ClosedPort>,
     server: Option<Server>,
 }
 
@@ -270,7 +198,8 @@ impl FakeVault {
 
     /// A vault whose port is chosen but where nothing listens until [`FakeVault::bring_up`].
     pub async fn unreachable(mode: VaultMode) -> Self {
-        let port = crate::server::closed_port().await.port();
+        let reserved = closed_port();
+        let port = reserved.addr().port();
         Self {
             pki: TestPki::new(),
             state: Arc::new(VaultState {
@@ -279,18 +208,25 @@ impl FakeVault {
                 challenges: AtomicUsize::new(0),
             }),
             port,
+            reserved: Some(reserved),
             server: None,
         }
     }
 
-    /// Starts serving on the vault's port.
+    /// Starts serving on the vault's port: the socket that held it starts listening, so the port was never
+    /// free for another test to take.
+    ///
+    /// # Panics
+    /// If the vault is already up.
     pub async fn bring_up(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("bind the vault's port");
+        let listener = self
+            .reserved
+            .take()
+            .expect("bring_up on a vault that is already up")
+            .listen();
         let state = Arc::clone(&self.state);
         let handler: Handler = Arc::new(move |parts| state.answer(parts));
-        self.server = Some(serve(listener, Some(self.pki.acceptor.clone()), handler));
+        self.server = Some(serve(listener, Some(self.pki.acceptor()), handler));
     }
 
     /// The value for KEY_VAULT_URL.

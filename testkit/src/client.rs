@@ -166,3 +166,85 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let _ = stream.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Waits until the server end of `stream` has taken every byte sent so far out of its receive queue: the
+/// server process has read them (into its HTTP parser's buffer), not just the kernel.
+///
+/// A test needs this to put a server connection in a known state, such as a request head half read, before
+/// it changes something else (a shutdown signal). Linux reports each socket's unread bytes in
+/// /proc/net/tcp and offers no event for it, so this checks that exact condition repeatedly, bounded by
+/// [`PATIENCE`](crate::process::PATIENCE); no duration is assumed.
+///
+/// # Panics
+/// If the connection is not IPv4, /proc/net/tcp is unreadable or lacks the server's socket, or the bytes are
+/// still unread after the patience bound.
+pub async fn wait_until_read(stream: &TcpStream) {
+    let server = stream.peer_addr().expect("peer address");
+    let client = stream.local_addr().expect("local address");
+    let deadline = tokio::time::Instant::now() + crate::process::PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let unread = unread_bytes(&table, server, client)
+            .unwrap_or_else(|| panic!("no socket {server} <- {client} in /proc/net/tcp"));
+        if unread == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never read the {unread} bytes sent to it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// The receive-queue length of the socket `local` connected to `remote` in a /proc/net/tcp table.
+fn unread_bytes(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let hex = |addr: SocketAddr| match addr {
+        // The kernel prints the address's four bytes as one native-endian (x86: little-endian) word.
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("only IPv4 connections can be inspected"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_bytes_reads_the_receive_queue_of_one_socket() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n   1: 0100007F:1F90 0100007F:D431 01 00000000:0000001E 00:00000000 00000000     0        0 2 1\n";
+        let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let client: SocketAddr = "127.0.0.1:54321".parse().expect("addr");
+        assert_eq!(unread_bytes(table, server, client), Some(30));
+        assert_eq!(unread_bytes(table, client, server), None);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_reads_is_seen_to_have_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        client.write_all(b"half a request").await.expect("write");
+        let mut buf = [0u8; 14];
+        server.read_exact(&mut buf).await.expect("read");
+        wait_until_read(&client).await;
+        assert_eq!(&buf, b"half a request");
+    }
+}

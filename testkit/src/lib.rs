@@ -8,14 +8,16 @@
 //!
 //! - [`riskshield`]: the scriptable fake RiskShield (script of answers, delays, held answers, key checking,
 //!   request and connection counters), also the engine of the `fake_riskshield` example binary.
-//! - [`azure`]: the managed-identity token endpoint, an HTTPS Key Vault with the 401-challenge flow, and the
-//!   test PKI it is served with, made at run time.
-//! - [`client`]: one way to send a request and one [`Reply`] type.
+//! - [`azure`]: the managed-identity token endpoint and an HTTPS Key Vault with the 401-challenge flow.
+//! - [`pki`]: the test PKI the HTTPS fakes are served with, made at run time.
+//! - [`client`]: one way to send a request and one [`Reply`] type, and a check that a server has read what
+//!   was sent to it.
 //! - [`process`]: runs a binary with a cleared environment and captures its stdout log lines.
 //! - [`server`]: the accept loop every fake shares, and a port where nothing listens.
 
 pub mod azure;
 pub mod client;
+pub mod pki;
 pub mod process;
 pub mod riskshield;
 pub mod server;

@@ -36,14 +36,18 @@ pub fn command(program: impl AsRef<OsStr>, args: &[&str], env: &[(&str, &str)]) 
 }
 
 /// Runs to completion: the exit code (-1 when killed by a signal), stdout and stderr.
+///
+/// # Panics
+/// If the program does not exit within [`PATIENCE`] (it is killed then): a `serve` that should have refused
+/// its configuration but started instead fails the test rather than hanging it.
 pub async fn run(
     program: impl AsRef<OsStr>,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (i32, String, String) {
-    let out = command(program, args, env)
-        .output()
+    let out = tokio::time::timeout(PATIENCE, command(program, args, env).output())
         .await
+        .unwrap_or_else(|_| panic!("{args:?} did not exit within {PATIENCE:?}"))
         .expect("the binary runs");
     (
         out.status.code().unwrap_or(-1),

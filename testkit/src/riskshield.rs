@@ -4,6 +4,7 @@
 //! request after that, optionally only for requests carrying the right `X-API-Key`. The tests start it with
 //! [`FakeRiskShield`] on 127.0.0.1:0 and read back what it received; the `fake_riskshield` example serves a
 //! plan without recording (see [`Plan::without_recording`]) so a benchmark measures the service, not the fake.
+//! [`FakeRiskShield::https`] serves the same over TLS, with a certificate from a [`TestPki`].
 //!
 //! Routes, the same for both:
 //! - a path ending in `/score`: POST plays the next step (other methods get 405); without the expected key
@@ -19,7 +20,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -27,12 +28,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::lock;
+use crate::pki::TestPki;
 use crate::server::{Server, accept_loop, serve_http};
 
 /// What the fake does with one score request.
@@ -44,6 +47,8 @@ pub enum Step {
         headers: HeaderMap,
         body: Bytes,
         pause: Pause,
+        /// Add `Retry-After` as an HTTP date this far after the moment the answer is sent.
+        retry_after_in: Option<Duration>,
     },
     /// Read the request head, then close the connection without answering. It takes effect when it is the
     /// next step as a connection opens, which is how a client meets it: a fresh connection per retry.
@@ -79,6 +84,7 @@ impl Step {
             headers: HeaderMap::new(),
             body: Bytes::from_static(br#"{"error":"scripted"}"#),
             pause: Pause::None,
+            retry_after_in: None,
         }
     }
 
@@ -89,6 +95,7 @@ impl Step {
             headers: HeaderMap::new(),
             body: body.into(),
             pause: Pause::None,
+            retry_after_in: None,
         }
     }
 
@@ -107,6 +114,15 @@ impl Step {
         self.map_reply(|headers, _| {
             headers.append(name, value);
         })
+    }
+
+    /// Adds `Retry-After` as an HTTP date `ahead` of the moment the answer is sent. The date is made then, not
+    /// when the step is scripted, so the wait it asks for does not shrink while the test starts its servers.
+    pub fn with_retry_after_date(mut self, ahead: Duration) -> Step {
+        if let Step::Reply { retry_after_in, .. } = &mut self {
+            *retry_after_in = Some(ahead);
+        }
+        self
     }
 
     /// Answers after `delay` (no pause when it is zero).
@@ -194,6 +210,7 @@ impl Plan {
     pub async fn serve(self, listener: TcpListener) {
         let state = Arc::new(State::from(self));
         accept_loop(listener, move |stream| {
+            state.connections.fetch_add(1, Ordering::SeqCst);
             connection(Arc::clone(&state), stream)
         })
         .await;
@@ -266,8 +283,11 @@ impl State {
     }
 }
 
-async fn connection(state: Arc<State>, mut stream: TcpStream) {
-    state.connections.fetch_add(1, Ordering::SeqCst);
+/// Serves one connection (already counted, and past TLS if any).
+async fn connection<S>(state: Arc<State>, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if state.next_is_close() {
         let mut head = [0u8; 4096];
         if stream.read(&mut head).await.unwrap_or(0) > 0 {
@@ -344,6 +364,7 @@ async fn answer(
         headers,
         body,
         pause,
+        retry_after_in,
     } = &*step
     else {
         // Close scripted in the middle of a kept-alive connection: nothing useful to answer.
@@ -358,6 +379,12 @@ async fn answer(
     *response.status_mut() = *status;
     if !headers.is_empty() {
         *response.headers_mut() = headers.clone();
+    }
+    if let Some(ahead) = retry_after_in {
+        let date = httpdate::fmt_http_date(SystemTime::now() + *ahead);
+        if let Ok(date) = HeaderValue::try_from(date) {
+            response.headers_mut().insert(header::RETRY_AFTER, date);
+        }
     }
     Ok(response)
 }
@@ -375,6 +402,7 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// A fake RiskShield on 127.0.0.1:0 for one test, recording every score request; dropping it stops it.
 pub struct FakeRiskShield {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<State>,
     _server: Server,
 }
@@ -391,19 +419,43 @@ impl FakeRiskShield {
     }
 
     /// Serves `plan`, recording requests whatever the plan says: the readers below need the record.
-    pub async fn with_plan(mut plan: Plan) -> Self {
+    pub async fn with_plan(plan: Plan) -> Self {
+        Self::serve(plan, None).await
+    }
+
+    /// Serves `plan` over HTTPS with a certificate from `pki` (for 127.0.0.1), so the service reaches it only
+    /// if it trusts `pki`'s CA. A connection whose TLS handshake fails is counted but sees no step.
+    pub async fn https(plan: Plan, pki: &TestPki) -> Self {
+        Self::serve(plan, Some(pki.acceptor())).await
+    }
+
+    async fn serve(mut plan: Plan, tls: Option<TlsAcceptor>) -> Self {
         plan.record = true;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake RiskShield");
         let state = Arc::new(State::from(plan));
         let shared = Arc::clone(&state);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = Server::spawn(listener, move |stream| {
-            connection(Arc::clone(&shared), stream)
+            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let state = Arc::clone(&shared);
+            let tls = tls.clone();
+            async move {
+                match tls {
+                    None => connection(state, stream).await,
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            connection(state, stream).await;
+                        }
+                    }
+                }
+            }
         })
         .expect("the fake RiskShield's address");
         Self {
             addr: server.addr(),
+            scheme,
             state,
             _server: server,
         }
@@ -416,7 +468,7 @@ impl FakeRiskShield {
 
     /// The base URL to configure as RISKSHIELD_API_URL (the service POSTs to `{url}/score`).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
     /// Every score request so far, answered or rejected.

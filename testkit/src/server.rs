@@ -1,6 +1,7 @@
 //! The serving half every fake shares: an accept loop that hands each connection to a closure, and a
 //! [`Server`] handle that stops the loop and closes every open connection when dropped. Dropping is how a
 //! test takes a fake away: the service under test then sees real closed connections, not a mock's error.
+//! [`closed_port`] is the other way to have nothing there: a port held so that connecting is refused.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A fake running on its own task; dropping it closes the listener and every connection.
@@ -87,10 +88,41 @@ where
         .await;
 }
 
-/// A port on 127.0.0.1 where nothing listens (bound, then released), for "connection refused" cases.
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a port to release");
-    listener.local_addr().expect("local address")
+/// A port on 127.0.0.1 where nothing listens, for "connection refused" cases; see [`closed_port`].
+#[derive(Debug)]
+pub struct ClosedPort {
+    socket: TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    /// The refusing address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts listening on the held port, for a fake that comes up later at the address it was promised.
+    ///
+    /// # Panics
+    /// If the socket cannot listen (out of resources): the test cannot go on.
+    pub fn listen(self) -> TcpListener {
+        self.socket.listen(1024).expect("listen on the held port")
+    }
+}
+
+/// Holds a port on 127.0.0.1 without listening on it, for as long as the value lives.
+///
+/// Linux answers a connection to a bound socket that does not listen with a reset, so connecting is refused
+/// at once. And because the port stays bound (without SO_REUSEADDR), no other socket of a parallel test can
+/// be given it meanwhile, which binding a port and releasing it could not promise.
+///
+/// # Panics
+/// If no socket can be bound (out of ports or descriptors): the test cannot go on.
+pub fn closed_port() -> ClosedPort {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a port to hold");
+    let addr = socket.local_addr().expect("local address");
+    ClosedPort { socket, addr }
 }

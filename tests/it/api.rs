@@ -534,16 +534,22 @@ async fn docs_page_is_self_contained_html() {
 }
 
 #[tokio::test]
-async fn odd_requests_get_4xx_not_5xx() {
+async fn odd_requests_get_their_exact_answer_never_a_5xx() {
     let s = demo().await;
-    let cases: [&[u8]; 5] = [
-        b"GET /\xff\xfe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        b"POST /validate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\xff\xff\xff\xff",
-        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Correlation-ID: \xc3\xa9t\xc3\xa9\r\nConnection: close\r\n\r\n",
-        b"POST /validate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 99999999999999999999\r\nConnection: close\r\n\r\n",
-        b"GARBAGE\r\n\r\n",
+    // Each case with the one answer it must get: the request line, the body and the header value are each
+    // malformed in a different layer, and each layer has a defined answer.
+    let cases: [(&[u8], u16); 5] = [
+        // Not a URI: hyper's parser refuses the request line.
+        (b"GET /\xff\xfe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 400),
+        // A body that is not JSON is a validation error of the field `body`.
+        (b"POST /validate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\xff\xff\xff\xff", 422),
+        // A correlation id that is not visible ASCII is replaced, and the request is served.
+        (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Correlation-ID: \xc3\xa9t\xc3\xa9\r\nConnection: close\r\n\r\n", 200),
+        // A Content-Length beyond u64 is a malformed head.
+        (b"POST /validate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 99999999999999999999\r\nConnection: close\r\n\r\n", 400),
+        (b"GARBAGE\r\n\r\n", 400),
     ];
-    for case in cases {
+    for (case, expected) in cases {
         let answer = raw(s.addr, case).await;
         let status: u16 = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         assert!(
@@ -551,6 +557,29 @@ async fn odd_requests_get_4xx_not_5xx() {
             "{:?} -> {answer}",
             String::from_utf8_lossy(case)
         );
+        assert_eq!(
+            status,
+            expected,
+            "{:?} -> {answer}",
+            String::from_utf8_lossy(case)
+        );
+        let head = answer.to_ascii_lowercase();
+        match expected {
+            422 => {
+                assert!(answer.contains(r#""error":"VALIDATION_ERROR""#), "{answer}");
+                assert!(answer.contains(r#""code":"invalid_json""#), "{answer}");
+            }
+            200 => {
+                let id = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-correlation-id: "))
+                    .map(str::trim)
+                    .unwrap_or_default();
+                assert_eq!(id.len(), 36, "a new UUID, not the client's value: {answer}");
+                assert!(answer.contains(r#""status":"healthy""#), "{answer}");
+            }
+            _ => {}
+        }
     }
     s.stop().await;
 }

@@ -1,9 +1,12 @@
 //! The built binary: exit codes, configuration errors, the healthcheck subcommand, logs and SIGTERM drain.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::Value;
 use testkit::client::post_json;
 use testkit::riskshield::{FakeRiskShield, Step};
-use testkit::server::closed_port;
+use testkit::server::{Server, closed_port, serve_http};
 
 use crate::support::{App, BIN, TestServer, applicant, config};
 
@@ -139,6 +142,15 @@ async fn healthcheck_passes_against_a_healthy_server() {
     )
     .await;
     assert_eq!(code, 0);
+    // Nor with a proxy that is there and would answer 200 for anything.
+    let proxy = DecoyProxy::start().await;
+    let (code, _, err) = run(&["healthcheck"], &proxy.env(&[("PORT", &port)])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        proxy.connections(),
+        0,
+        "the healthcheck went through the proxy"
+    );
     // Anything but 200 fails.
     let (code, _, err) = run(&["healthcheck", "--url", &s.url("/nope")], &[]).await;
     assert_eq!(code, 1);
@@ -149,10 +161,102 @@ async fn healthcheck_passes_against_a_healthy_server() {
 
 #[tokio::test]
 async fn healthcheck_fails_when_nothing_listens() {
-    let addr = closed_port().await;
+    // Held, not released: nothing can start listening there while the test runs.
+    let closed = closed_port();
+    let addr = closed.addr();
     let (code, _, err) = run(&["healthcheck"], &[("PORT", &addr.port().to_string())]).await;
     assert_eq!(code, 1);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[tokio::test]
+async fn healthcheck_fails_when_nothing_listens_even_if_a_proxy_would_answer() {
+    // A probe that consulted the proxy variables would get the decoy's 200 and pass.
+    let closed = closed_port();
+    let port = closed.addr().port().to_string();
+    let proxy = DecoyProxy::start().await;
+    let (code, _, err) = run(&["healthcheck"], &proxy.env(&[("PORT", &port)])).await;
+    assert_eq!(code, 1, "{err}");
+    let url = format!("http://{}/health", closed.addr());
+    let (code, _, err) = run(&["healthcheck", "--url", &url], &proxy.env(&[])).await;
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        proxy.connections(),
+        0,
+        "the healthcheck went through the proxy"
+    );
+    // The decoy does answer 200 to a proxied request, so a probe using it would have passed.
+    let proxied = testkit::client::send(
+        http::Method::GET,
+        &format!("http://{}/", proxy.addr()),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(proxied.status, http::StatusCode::OK);
+}
+
+/// An HTTP proxy that must never be used: it answers 200 `{"status":"healthy"}` to any request and counts
+/// the connections it accepted.
+struct DecoyProxy {
+    server: Server,
+    url: String,
+    connections: Arc<AtomicUsize>,
+}
+
+impl DecoyProxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let server = Server::spawn(listener, move |stream| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            serve_http(
+                stream,
+                hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(
+                            br#"{"status":"healthy"}"#,
+                        )),
+                    ))
+                }),
+            )
+        })
+        .expect("the proxy's address");
+        let url = format!("http://{}", server.addr());
+        Self {
+            server,
+            url,
+            connections,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr()
+    }
+
+    /// `extra` plus every proxy variable an HTTP client might read, pointing at the decoy.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env: Vec<(&str, &str)> = [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]
+        .into_iter()
+        .map(|name| (name, self.url.as_str()))
+        .collect();
+        env.extend_from_slice(extra);
+        env
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 #[tokio::test]
@@ -251,4 +355,36 @@ async fn logs_are_json_lines_without_secrets_or_personal_data() {
             .any(|l| l["message"] == "upstream attempt" && l["correlation_id"] == "log-test-1")
     );
     app.assert_no_secrets_logged(&["secret-key-value", "Thandi", "Nkosi", "9001011234088"]);
+}
+
+#[tokio::test]
+async fn an_id_number_in_a_path_is_masked_in_the_request_log() {
+    let mut app = App::start(&[]).await;
+    for (path, id) in [
+        ("/x/9001011234088", "masked-path-1"),
+        ("/x/%39001011234088", "masked-path-2"),
+    ] {
+        let reply = testkit::client::send(
+            http::Method::GET,
+            &app.url(path),
+            &[("x-correlation-id", id)],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!(reply.status, http::StatusCode::NOT_FOUND);
+    }
+    app.process.signal("TERM");
+    app.process.wait().await;
+    let lines = app.process.json_lines();
+    let logged_path = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "request" && l["correlation_id"] == id)
+            .map(|l| l["path"].clone())
+            .unwrap_or_else(|| panic!("no request line for {id}: {lines:?}"))
+    };
+    assert_eq!(logged_path("masked-path-1"), "/x/*************");
+    assert_eq!(logged_path("masked-path-2"), "/x/***************");
+    // Neither the number nor its tail after an escaped first digit is anywhere in the output.
+    app.assert_no_secrets_logged(&["9001011234088", "001011234088"]);
 }

@@ -6,11 +6,13 @@
 
 mod api;
 mod binary;
+mod drain;
 mod metrics_formats;
 mod ops;
 mod properties;
 mod ready_probe;
 mod shutdown;
+mod startup;
 mod support;
 mod upstream;
 mod vault;

@@ -9,7 +9,8 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use testkit::Reply;
 use testkit::client::{exchange, get, post_json, send};
-use testkit::riskshield::{FakeRiskShield, Step};
+use testkit::pki::TestPki;
+use testkit::riskshield::{FakeRiskShield, Plan, Step};
 use testkit::server::closed_port;
 
 use crate::support::{TestServer, applicant, config};
@@ -140,10 +141,10 @@ async fn retry_after_is_honoured_before_the_next_attempt() {
 
 #[tokio::test]
 async fn retry_after_as_an_http_date_is_honoured() {
-    let when = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
-    let when = HeaderValue::try_from(when).expect("an HTTP date is a header value");
+    // The fake writes the date as it answers: two seconds ahead, cut to whole seconds by the date format,
+    // so the retry may come no earlier than one second after the first attempt, however slow the start.
     let fake = FakeRiskShield::scripted(
-        vec![Step::status(503).with_header(RETRY_AFTER, when)],
+        vec![Step::status(503).with_retry_after_date(Duration::from_secs(2))],
         Step::ok(30, "MEDIUM"),
     )
     .await;
@@ -151,8 +152,37 @@ async fn retry_after_as_an_http_date_is_honoured() {
     assert_eq!(validate(&s).await.status, StatusCode::OK);
     let seen = fake.requests();
     assert_eq!(seen.len(), 2);
-    // HTTP dates have one-second resolution, so at least one second has passed.
-    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_secs(1),
+        "{:?}",
+        seen[1].at - seen[0].at
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_above_the_cap_waits_only_the_cap() {
+    // An hour asked, 10 s (the cap) waited: within the 20 s deadline, so the retry is made. Uncapped, the wait
+    // would overrun the deadline and the first 503 would be the answer.
+    let fake = FakeRiskShield::scripted(
+        vec![Step::status(503).with_header(RETRY_AFTER, HeaderValue::from_static("3600"))],
+        Step::ok(30, "MEDIUM"),
+    )
+    .await;
+    let s = server(
+        &fake.url(),
+        &[("REQUEST_TIMEOUT", "20s"), ("RISKSHIELD_TIMEOUT", "5s")],
+    )
+    .await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_secs(10),
+        "{:?}",
+        seen[1].at - seen[0].at
+    );
     s.stop().await;
 }
 
@@ -275,7 +305,9 @@ async fn a_connection_closed_without_an_answer_is_retried_then_503() {
 
 #[tokio::test]
 async fn nothing_listening_is_503() {
-    let addr = closed_port().await;
+    // Held, not released: nothing can start listening there while the test runs.
+    let closed = closed_port();
+    let addr = closed.addr();
     let s = server(
         &format!("http://{addr}/v1"),
         &[("RISKSHIELD_MAX_ATTEMPTS", "2")],
@@ -426,7 +458,9 @@ async fn readiness_checks_the_upstream_host_without_calling_score() {
     assert_eq!(fake.count(), 0, "readiness never calls /score");
     s.stop().await;
 
-    let addr = closed_port().await;
+    // Held, not released: nothing can start listening there while the test runs.
+    let closed = closed_port();
+    let addr = closed.addr();
     let s = server(&format!("http://{addr}/v1"), &[]).await;
     let r = get(&s.url("/api/v1/ready")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -489,4 +523,86 @@ async fn shutdown_cuts_off_requests_still_running_when_the_grace_period_ends() {
         "the connection was closed without an answer: {outcome:?}"
     );
     fake.release();
+}
+
+/// The contract counts a call cut off by REQUEST_TIMEOUT while waiting on the upstream as a breaker failure.
+#[tokio::test]
+async fn requests_cut_off_by_the_request_deadline_open_the_breaker() {
+    let fake = FakeRiskShield::start(Step::hold()).await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("REQUEST_TIMEOUT", "300ms"),
+            ("RISKSHIELD_TIMEOUT", "60s"),
+            ("RISKSHIELD_MAX_ATTEMPTS", "1"),
+            ("CIRCUIT_FAILURE_THRESHOLD", "2"),
+            ("CIRCUIT_OPEN_DURATION", "60s"),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        let r = validate(&s).await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(r.code(), "TIMEOUT_ERROR");
+    }
+    assert_eq!(fake.count(), 2);
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.code(), "CIRCUIT_OPEN");
+    assert_eq!(fake.count(), 2, "no call while open");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn attempts_cut_off_by_the_attempt_timeout_open_the_breaker() {
+    let fake = FakeRiskShield::start(Step::hold()).await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("RISKSHIELD_TIMEOUT", "200ms"),
+            ("RISKSHIELD_MAX_ATTEMPTS", "1"),
+            ("CIRCUIT_FAILURE_THRESHOLD", "2"),
+            ("CIRCUIT_OPEN_DURATION", "60s"),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        let r = validate(&s).await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(r.code(), "TIMEOUT_ERROR");
+    }
+    assert_eq!(fake.count(), 2);
+    let r = validate(&s).await;
+    assert_eq!(r.code(), "CIRCUIT_OPEN", "{}", r.text());
+    assert_eq!(fake.count(), 2, "no call while open");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_reached_through_extra_ca_certs() {
+    let pki = TestPki::new();
+    let fake = FakeRiskShield::https(Plan::new(Step::ok(61, "HIGH")), &pki).await;
+    assert!(
+        fake.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        fake.url()
+    );
+    let ca = pki.ca_file().display().to_string();
+    let s = server(&fake.url(), &[("EXTRA_CA_CERTS", &ca)]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["riskScore"], 61);
+    assert_eq!(fake.count(), 1);
+    assert_eq!(fake.requests()[0].headers["x-api-key"], "test-key-123");
+    s.stop().await;
+
+    // Without the CA the certificate is not trusted: the TCP connection is made, no request is sent.
+    let connections = fake.connections();
+    let s = server(&fake.url(), &[("RISKSHIELD_MAX_ATTEMPTS", "1")]).await;
+    let r = validate(&s).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert!(fake.connections() > connections);
+    assert_eq!(fake.count(), 1, "no request over an untrusted connection");
+    s.stop().await;
 }

@@ -222,3 +222,71 @@ async fn the_vault_certificate_must_chain_to_a_trusted_root() {
     assert_eq!(fx.vault.reads(), 0);
     assert_eq!(fx.vault.challenges(), 0);
 }
+
+#[tokio::test]
+async fn a_forced_read_that_returns_the_rejected_key_is_not_retried_with() {
+    let fx = Fixture::start(VaultMode::Secret(KEY_ONE.into()), KEY_ONE, true).await;
+    let app = fx.app("5m", &[]).await;
+    app.wait_ready(StatusCode::OK).await;
+    assert_eq!(fx.vault.reads(), 1);
+
+    // The upstream now wants another key, but the vault still holds the old one.
+    fx.upstream.accept_only(HeaderValue::from_static(KEY_TWO));
+    let reply = app.validate_as("same-key-1").await;
+    let (status, body) = (reply.status, reply.json());
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "UPSTREAM_AUTH_ERROR");
+    assert_eq!(fx.vault.reads(), 2, "exactly one forced re-read");
+    assert_eq!(
+        fx.upstream.keys(),
+        [KEY_ONE],
+        "the same key is not sent again"
+    );
+    let line = app
+        .process
+        .wait_for_log("the forced read", |l| {
+            vault_read(l, "success") && l["reason"] == "upstream_rejected_key"
+        })
+        .await;
+    assert_eq!(line["key_changed"], false);
+    assert_eq!(line["correlation_id"], "same-key-1");
+    // A refused key is still a key: the vault check stays true.
+    let reply = app.get("/ready").await;
+    assert_eq!(
+        reply.json()["checks"]["key_vault"],
+        true,
+        "{}",
+        reply.text()
+    );
+    app.assert_no_secrets_logged(&[KEY_ONE, KEY_TWO, ACCESS_TOKEN]);
+}
+
+#[tokio::test]
+async fn a_secret_that_is_no_header_value_is_a_failed_read() {
+    const BAD: &str = "rs key with-space-51c0";
+    let fx = Fixture::start(VaultMode::Secret(BAD.into()), KEY_ONE, true).await;
+    let app = fx.app("5m", &[]).await;
+    let line = app
+        .process
+        .wait_for_log("the refused secret", |l| vault_read(l, "invalid_secret"))
+        .await;
+    assert!(
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("key vault read failed")),
+        "{line}"
+    );
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["vault"], FakeVault::HOST);
+    assert_eq!(line["secret"], SECRET_NAME);
+    assert_eq!(fx.vault.reads(), 1);
+    let reply = app.get("/ready").await;
+    let (code, body) = (reply.status, reply.json());
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["checks"]["key_vault"], false);
+    let reply = app.validate().await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.json()["error"], "CREDENTIALS_UNAVAILABLE");
+    assert!(fx.upstream.keys().is_empty());
+    app.assert_no_secrets_logged(&[BAD, "with-space-51c0", ACCESS_TOKEN]);
+}
