@@ -25,6 +25,8 @@ use crate::upstream::{RiskShieldClient, Settings};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    // Outbound and Setup come from the configuration (roots, identity variables): exit 64, like the checks in
+    // `config`. The rest are the machine's: exit 1.
     #[error(transparent)]
     Outbound(#[from] outbound::OutboundError),
     #[error("{0}")]
@@ -38,6 +40,13 @@ pub enum ServeError {
     },
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
+}
+
+impl ServeError {
+    /// Whether the configuration is at fault (exit 64) rather than the machine (exit 1).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, ServeError::Outbound(_) | ServeError::Setup(_))
+    }
 }
 
 /// A request to stop, as the operating system delivers it.
@@ -89,9 +98,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs the service thread-per-core: binds WORKERS listeners on HOST:PORT, builds the shared state (its
-/// background work, such as vault reads, runs on the caller's runtime), starts the workers and coordinates
-/// shutdown from `signals`.
+/// Runs the service thread-per-core: builds the shared state (its background work, such as vault reads, runs
+/// on the caller's runtime), binds WORKERS listeners on HOST:PORT, starts the workers and coordinates shutdown
+/// from `signals`.
 ///
 /// The first signal makes /ready answer 503 while everything is still served for SHUTDOWN_DELAY; then the
 /// listeners close and connections drain for at most SHUTDOWN_GRACE. A second signal at any point ends the
@@ -101,10 +110,11 @@ pub async fn run_threaded(
     mut signals: mpsc::Receiver<StopSignal>,
 ) -> Result<Stopped, ServeError> {
     let addr = SocketAddr::new(config.host, config.port);
-    let listeners =
-        server::bind(addr, config.workers).map_err(|source| ServeError::Bind { addr, source })?;
-    let delay = config.shutdown_delay;
+    let (workers, delay) = (config.workers, config.shutdown_delay);
+    // Everything that can fail at startup fails before the port is bound.
     let state = build(config)?;
+    let listeners =
+        server::bind(addr, workers).map_err(|source| ServeError::Bind { addr, source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers =
         server::spawn_workers(&state, listeners, &stop_rx).map_err(ServeError::Workers)?;

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let healthcheck_requested = std::env::args().nth(1).as_deref() == Some("healthcheck");
+    // args_os: an argument that is not UTF-8 must reach clap (which reports it), not panic here.
+    let healthcheck_requested =
+        std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("healthcheck"));
     let parsed = Cli::command_with_env_help()
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
@@ -109,6 +111,11 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
     match outcome {
         Ok(Stopped::Gracefully) => ExitCode::SUCCESS,
         Ok(Stopped::Forced(signal)) => ExitCode::from(signal.exit_code()),
+        Err(e) if e.is_configuration() => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("applicant-validator: configuration error: {e}");
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             eprintln!("applicant-validator: {e}");

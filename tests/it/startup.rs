@@ -95,3 +95,27 @@ async fn extra_ca_certs_that_hold_no_trust_anchor_stop_the_start_before_the_bind
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("trust anchor"), "{err}");
 }
+
+#[tokio::test]
+async fn an_argument_that_is_not_utf8_is_an_argument_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"--host=\xff\xfe");
+    for (subcommand, want) in [("serve", 64), ("healthcheck", 1)] {
+        let out = testkit::process::command(BIN, &[subcommand], &[])
+            .arg(bad)
+            .output()
+            .await
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(want), "{subcommand}: {err}");
+        assert!(!err.contains("panicked"), "{subcommand}: {err}");
+    }
+    // The subcommand itself not being UTF-8 is an argument error too.
+    let out = testkit::process::command(BIN, &[], &[])
+        .arg(std::ffi::OsStr::from_bytes(b"\xffserve"))
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
