@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::Uri;
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};
 use crate::keys::KeySource;
@@ -61,7 +62,25 @@ pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
     };
     let limiter =
         ClientLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst).map(Arc::new);
-    Ok(Arc::new(AppState::new(config, scorer, metrics, limiter)))
+    let auth = authenticator(&config, &metrics)?;
+    Ok(Arc::new(
+        AppState::new(config, scorer, metrics, limiter).with_auth(auth),
+    ))
+}
+
+/// Caller authentication when AUTH_MODE=entra: the issuer's keys are fetched on an outbound client of its own
+/// (same stack and roots as the others), so its pool never competes with the RiskShield calls.
+fn authenticator(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Authenticator>>, ServeError> {
+    let Some(auth) = &config.auth else {
+        return Ok(None);
+    };
+    let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
+    let authenticator =
+        Authenticator::start(auth, http, metrics.clone()).map_err(ServeError::Setup)?;
+    Ok(Some(Arc::new(authenticator)))
 }
 
 fn key_source(

@@ -163,6 +163,16 @@ serve_args! {
     header_read_timeout => "HEADER_READ_TIMEOUT",
     /// Concurrent connections; further ones wait in the kernel's backlog [default: 4096]
     max_connections => "MAX_CONNECTIONS",
+    /// Caller authentication: off, or entra (POST validate requires a bearer token from AUTH_ISSUER)
+    /// [default: off]
+    auth_mode => "AUTH_MODE",
+    /// Token issuer with AUTH_MODE=entra, e.g. https://login.microsoftonline.com/{tenant}/v2.0; its
+    /// /.well-known/openid-configuration names the signing keys
+    auth_issuer => "AUTH_ISSUER",
+    /// Accepted token audiences with AUTH_MODE=entra, comma-separated, e.g. api://applicant-validator
+    auth_audience => "AUTH_AUDIENCE",
+    /// App role the token's roles claim must contain (403 otherwise)
+    auth_required_role => "AUTH_REQUIRED_ROLE",
 }
 
 #[cfg(test)]

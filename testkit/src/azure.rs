@@ -145,6 +145,11 @@ impl TestPki {
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
     }
+
+    /// The TLS acceptor serving the leaf certificate, for other HTTPS fakes.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
 }
 
 impl Default for TestPki {

@@ -10,12 +10,15 @@
 //!   request and connection counters), also the engine of the `fake_riskshield` example binary.
 //! - [`azure`]: the managed-identity token endpoint, an HTTPS Key Vault with the 401-challenge flow, and the
 //!   test PKI it is served with, made at run time.
+//! - [`openid`]: an HTTPS OpenID Connect issuer (discovery and JWKS) standing in for Entra ID, and a signer
+//!   for test tokens.
 //! - [`client`]: one way to send a request and one [`Reply`] type.
 //! - [`process`]: runs a binary with a cleared environment and captures its stdout log lines.
 //! - [`server`]: the accept loop every fake shares, and a port where nothing listens.
 
 pub mod azure;
 pub mod client;
+pub mod openid;
 pub mod process;
 pub mod riskshield;
 pub mod server;
