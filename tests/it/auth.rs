@@ -296,6 +296,28 @@ async fn valid_tokens_pass_and_every_refusal_is_a_401_with_a_challenge() {
         let reply = app.get(path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
     }
+    let openapi = app.get("/openapi.json").await.json();
+    let scheme = &openapi["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(
+        (&scheme["type"], &scheme["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
+    for path in ["/api/v1/validate", "/validate"] {
+        let operation = &openapi["paths"][path]["post"];
+        assert_eq!(
+            operation["security"][0],
+            json!({"bearerAuth": []}),
+            "{path}"
+        );
+        for status in ["401", "403", "503"] {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{path} {status}"
+            );
+        }
+    }
+    assert!(app.get("/docs").await.text().contains("AUTH_MODE=entra"));
+
     let metrics = app.get("/metrics").await.text();
     for series in [
         r#"applicant_validator_auth_checks_total{outcome="success"} 2"#,
