@@ -11,6 +11,7 @@ use http::Uri;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::Authenticator;
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};
 use crate::keys::KeySource;
@@ -194,7 +195,25 @@ pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
     };
     let limiter =
         ClientLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst).map(Arc::new);
-    Ok(Arc::new(AppState::new(config, scorer, metrics, limiter)))
+    let auth = authenticator(&config, &metrics)?;
+    Ok(Arc::new(
+        AppState::new(config, scorer, metrics, limiter).with_auth(auth),
+    ))
+}
+
+/// Caller authentication when AUTH_MODE=entra: the issuer's keys are fetched on an outbound client of its own
+/// (same stack and roots as the others), so its pool never competes with the RiskShield calls.
+fn authenticator(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Authenticator>>, ServeError> {
+    let Some(auth) = &config.auth else {
+        return Ok(None);
+    };
+    let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
+    let authenticator =
+        Authenticator::start(auth, http, metrics.clone()).map_err(ServeError::Setup)?;
+    Ok(Some(Arc::new(authenticator)))
 }
 
 /// The key source; only a vault needs the pooled outbound client (its reads are off the request path).

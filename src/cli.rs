@@ -167,6 +167,16 @@ serve_args! {
     workers => "WORKERS",
     /// After SIGTERM/SIGINT, keep serving this long with /ready answering 503 before closing the listener [default: 0s]
     shutdown_delay => "SHUTDOWN_DELAY",
+    /// Caller authentication: off, or entra (POST validate requires a bearer token from AUTH_ISSUER)
+    /// [default: off]
+    auth_mode => "AUTH_MODE",
+    /// Token issuer with AUTH_MODE=entra, e.g. https://login.microsoftonline.com/{tenant}/v2.0; its
+    /// /.well-known/openid-configuration names the signing keys
+    auth_issuer => "AUTH_ISSUER",
+    /// Accepted token audiences with AUTH_MODE=entra, comma-separated, e.g. api://applicant-validator
+    auth_audience => "AUTH_AUDIENCE",
+    /// App role the token's roles claim must contain (403 otherwise)
+    auth_required_role => "AUTH_REQUIRED_ROLE",
 }
 
 #[cfg(test)]

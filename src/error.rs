@@ -67,6 +67,38 @@ impl UpstreamError {
     }
 }
 
+/// Why a caller was not let through (AUTH_MODE=entra).
+///
+/// [`AuthError::Invalid`] carries a fixed reason label for logs and metrics; the answer itself never says
+/// which check failed beyond RFC 6750's `invalid_token`, and never echoes the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header (none, another scheme, or an empty token).
+    #[error("a bearer token is required")]
+    Missing,
+    /// A token was given and refused.
+    #[error("the bearer token was refused")]
+    Invalid { reason: &'static str },
+    /// A valid token without the required app role.
+    #[error("the caller lacks the required app role")]
+    Forbidden,
+    /// The issuer's signing keys are not known yet, so no token can be checked.
+    #[error("caller authentication is not available yet")]
+    Unavailable,
+}
+
+impl AuthError {
+    /// A short fixed label for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Invalid { reason } => reason,
+            AuthError::Forbidden => "forbidden",
+            AuthError::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// Everything a request can end in besides success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppError {
@@ -88,6 +120,8 @@ pub enum AppError {
     RequestTimeout,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// How an error is presented: status, machine-readable code, human message, optional Retry-After.
@@ -147,6 +181,15 @@ impl AppError {
                 "CREDENTIALS_UNAVAILABLE",
                 None,
             ),
+            AppError::Auth(AuthError::Missing | AuthError::Invalid { .. }) => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", None)
+            }
+            AppError::Auth(AuthError::Forbidden) => (StatusCode::FORBIDDEN, "FORBIDDEN", None),
+            AppError::Auth(AuthError::Unavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AUTH_UNAVAILABLE",
+                Some(AUTH_RETRY_AFTER),
+            ),
         };
         ErrorParts {
             status,
@@ -154,6 +197,20 @@ impl AppError {
             message: self.to_string(),
             retry_after,
         }
+    }
+}
+
+/// Retry-After of AUTH_UNAVAILABLE: the signing keys are re-fetched within seconds of the issuer answering.
+const AUTH_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The `WWW-Authenticate` value of an authentication refusal (RFC 6750, section 3): a bare challenge when no
+/// token was given, `invalid_token` when one was refused, `insufficient_scope` for a missing app role.
+pub fn www_authenticate(error: &AuthError) -> Option<&'static str> {
+    match error {
+        AuthError::Missing => Some("Bearer"),
+        AuthError::Invalid { .. } => Some(r#"Bearer error="invalid_token""#),
+        AuthError::Forbidden => Some(r#"Bearer error="insufficient_scope""#),
+        AuthError::Unavailable => None,
     }
 }
 
@@ -233,6 +290,14 @@ mod tests {
                 503,
                 "CREDENTIALS_UNAVAILABLE",
             ),
+            (AuthError::Missing.into(), 401, "UNAUTHORIZED"),
+            (
+                AuthError::Invalid { reason: "expired" }.into(),
+                401,
+                "UNAUTHORIZED",
+            ),
+            (AuthError::Forbidden.into(), 403, "FORBIDDEN"),
+            (AuthError::Unavailable.into(), 503, "AUTH_UNAVAILABLE"),
         ];
         for (error, status, code) in cases {
             let parts = error.parts();

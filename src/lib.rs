@@ -11,7 +11,7 @@
 //! 3. [`telemetry`]: JSON log lines and Prometheus metrics. [`outbound`]: the one hyper + rustls client stack
 //!    with bundled roots. [`ratelimit`]: per-client limiting of validations.
 //! 4. [`keys`]: where the API key comes from (a fixed key, or Azure Key Vault with Managed Identity on the
-//!    outbound stack).
+//!    outbound stack). [`auth`]: callers' bearer tokens checked against the issuer's keys (AUTH_MODE=entra).
 //! 5. [`upstream`]: the RiskShield client (timeouts, retries, breaker, answer checks).
 //! 6. [`scoring`]: the demo scorer or RiskShield, behind one [`scoring::Scorer`].
 //! 7. [`http`]: the server, the request envelope and the handlers, over an [`http::AppState`].
@@ -19,6 +19,7 @@
 //! 9. [`cli`] (the command line) and [`healthcheck`] (the `healthcheck` subcommand), used by `main`.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;

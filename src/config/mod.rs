@@ -54,6 +54,27 @@ pub enum CorsOrigins {
     List(Vec<HeaderValue>),
 }
 
+/// Caller authentication (AUTH_MODE=entra): whose bearer tokens POST validate accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// AUTH_ISSUER exactly as configured: a token's `iss` must equal it.
+    pub issuer: String,
+    /// AUTH_AUDIENCE: a token's `aud` must name at least one of these.
+    pub audiences: Vec<String>,
+    /// AUTH_REQUIRED_ROLE: when set, the token's `roles` must contain it.
+    pub required_role: Option<String>,
+}
+
+impl AuthConfig {
+    /// Where the issuer publishes its OpenID configuration (OpenID Connect Discovery 1.0, section 4).
+    pub fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+}
+
 /// The validated configuration of `serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -91,6 +112,8 @@ pub struct Config {
     /// How long the service keeps serving after the first SIGTERM/SIGINT, with /ready answering 503, before the
     /// listener closes: time for a load balancer without a preStop hook to stop routing here.
     pub shutdown_delay: Duration,
+    /// `None` with AUTH_MODE=off.
+    pub auth: Option<AuthConfig>,
 }
 
 /// Every configuration problem found, one line each, each naming its variable.
@@ -226,6 +249,7 @@ impl Config {
         }
         let header_read_timeout = r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10));
         let max_connections = r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
+        let auth = read_auth(&mut r, prod);
 
         // Thread-per-core serving and the shutdown delay.
         let workers = r.number("WORKERS", default_workers(), 1, 1024);
@@ -269,6 +293,7 @@ impl Config {
             max_connections,
             workers,
             shutdown_delay,
+            auth,
         })
     }
 }
@@ -276,6 +301,82 @@ impl Config {
 /// One serving thread per CPU the process may use (cgroup quotas and affinity included).
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// The AUTH_* block. With AUTH_MODE=off the other variables must be unset: an operator who sets an issuer
+/// but forgets the mode would otherwise believe validations are protected while they are not.
+fn read_auth<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> Option<AuthConfig> {
+    let entra = r.parse("AUTH_MODE", false, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "off" => Ok(false),
+            "entra" => Ok(true),
+            _ => Err("must be off or entra".into()),
+        }
+    });
+    const DEPENDENT: [&str; 3] = ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_REQUIRED_ROLE"];
+    if !entra {
+        let mode_valid = r
+            .raw("AUTH_MODE")
+            .is_none_or(|v| v.eq_ignore_ascii_case("off"));
+        for name in DEPENDENT {
+            if mode_valid && r.raw(name).is_some() {
+                r.errors.push(format!(
+                    "{name}: set, but AUTH_MODE is off; set AUTH_MODE=entra to require tokens, or unset {name}"
+                ));
+            }
+        }
+        return None;
+    }
+    let issuer = match r.raw("AUTH_ISSUER") {
+        None => {
+            r.errors.push(
+                "AUTH_ISSUER: required with AUTH_MODE=entra, e.g. https://login.microsoftonline.com/{tenant}/v2.0"
+                    .into(),
+            );
+            None
+        }
+        Some(_) => r.parse("AUTH_ISSUER", None, |v| check_issuer(v, prod).map(Some)),
+    };
+    let audiences: Vec<String> = r
+        .raw("AUTH_AUDIENCE")
+        .map(|v| {
+            v.split(',')
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if audiences.is_empty() {
+        r.errors.push(
+            "AUTH_AUDIENCE: required with AUTH_MODE=entra, e.g. api://applicant-validator (comma-separated for several)"
+                .into(),
+        );
+    }
+    let required_role = r.raw("AUTH_REQUIRED_ROLE");
+    Some(AuthConfig {
+        issuer: issuer?,
+        audiences,
+        required_role,
+    })
+}
+
+/// AUTH_ISSUER: https with a host; plain http only on a loopback host outside prod (a local test issuer).
+fn check_issuer(value: &str, prod: bool) -> Result<String, String> {
+    let uri: Uri = value.parse().map_err(|_| "must be a URL".to_string())?;
+    let host = uri.host().ok_or("must be an absolute URL with a host")?;
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if prod => return Err("must be https in prod".into()),
+        Some("http") if is_loopback_host(host) => {}
+        Some("http") => {
+            return Err("must be https (plain http is allowed only on a loopback host)".into());
+        }
+        _ => return Err("must be an https:// URL".into()),
+    }
+    Ok(value.to_owned())
 }
 
 fn check_upstream_url(value: &str, prod: bool, allow_insecure: bool) -> Result<String, String> {
@@ -522,6 +623,63 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn auth_is_off_by_default_and_entra_needs_issuer_and_audience() {
+        assert_eq!(config(&[]).expect("valid").auth, None);
+        let c = config(&[
+            ("AUTH_MODE", "Entra"),
+            ("AUTH_ISSUER", "https://login.microsoftonline.com/t/v2.0"),
+            ("AUTH_AUDIENCE", "api://a, api://b"),
+            ("AUTH_REQUIRED_ROLE", "Validate"),
+        ])
+        .expect("valid");
+        let auth = c.auth.expect("auth on");
+        assert_eq!(auth.audiences, ["api://a", "api://b"]);
+        assert_eq!(auth.required_role.as_deref(), Some("Validate"));
+        assert_eq!(
+            auth.discovery_url(),
+            "https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration"
+        );
+        let errs = errors(&[("AUTH_MODE", "entra")]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("AUTH_ISSUER"), "{errs:?}");
+        assert!(errs[1].starts_with("AUTH_AUDIENCE"), "{errs:?}");
+        assert!(errors(&[("AUTH_MODE", "basic")])[0].starts_with("AUTH_MODE"));
+    }
+
+    #[test]
+    fn auth_settings_without_the_mode_are_refused() {
+        let errs = errors(&[("AUTH_ISSUER", "https://issuer.example")]);
+        assert!(
+            errs[0].starts_with("AUTH_ISSUER") && errs[0].contains("AUTH_MODE=entra"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn the_issuer_must_be_https_except_on_loopback_outside_prod() {
+        let entra = |issuer: &'static str, env: &'static str| {
+            vec![
+                ("AUTH_MODE", "entra"),
+                ("AUTH_ISSUER", issuer),
+                ("AUTH_AUDIENCE", "api://a"),
+                ("ENVIRONMENT", env),
+                ("RISKSHIELD_API_KEY", "k"),
+            ]
+        };
+        assert!(config(&entra("http://127.0.0.1:9/t", "dev")).is_ok());
+        assert!(config(&entra("http://localhost:9/t", "dev")).is_ok());
+        for (issuer, env) in [
+            ("http://issuer.example/t", "dev"),
+            ("http://127.0.0.1:9/t", "prod"),
+            ("ftp://issuer.example", "dev"),
+            ("issuer.example", "dev"),
+        ] {
+            let errs = errors(&entra(issuer, env));
+            assert!(errs[0].starts_with("AUTH_ISSUER"), "{issuer}: {errs:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 use super::handlers;
 use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
+use crate::auth::CallerApp;
 use crate::config::CorsOrigins;
 use crate::ratelimit::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
 use crate::routes::Route;
@@ -30,7 +31,12 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, X_CORRELATION_ID.clone()])
+        // Authorization: a browser client sends its bearer token when AUTH_MODE=entra.
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            X_CORRELATION_ID.clone(),
+        ])
         // A browser client must be able to read what the contract tells it: its correlation id, when to retry,
         // and its rate-limit allowance.
         .expose_headers([
@@ -110,6 +116,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
             }
             let elapsed = started.elapsed();
             let status = response.status();
+            let client_app = response.extensions().get::<CallerApp>().map(|app| &*app.0);
             state.metrics.request(route, &method, status, elapsed);
             tracing::info!(
                 method = %method,
@@ -117,6 +124,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
                 status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 correlation_id = correlation_id.to_str().unwrap_or_default(),
+                client_app,
                 "request"
             );
             Ok(response)

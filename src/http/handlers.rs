@@ -1,5 +1,6 @@
 //! Routing and handlers. Each step of a request either answers or passes on: route and method, then (for
-//! validations) rate limit, media type, body size, JSON and field validation, and finally scoring.
+//! validations) the caller's bearer token when AUTH_MODE=entra, rate limit, media type, body size, JSON and
+//! field validation, and finally scoring.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -11,6 +12,7 @@ use serde_json::json;
 use super::docs::{DOCS_HTML, VERSION};
 use super::response::{bytes_response, error_response, json_response};
 use super::state::{AppState, Body, RequestContext};
+use crate::auth::CallerApp;
 use crate::domain::RiskLevel;
 use crate::error::AppError;
 use crate::ratelimit;
@@ -49,7 +51,7 @@ pub async fn route(state: &AppState, lane: &Lane, request: Request<Incoming>) ->
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => rate_limited(state, lane, &ctx, request).await,
+        Route::Validate | Route::ApiValidate => authenticated(state, lane, &ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => bytes_response(
             "text/html; charset=utf-8",
@@ -81,6 +83,9 @@ async fn ready(state: &AppState) -> Response<Body> {
             checks.insert("key_vault".into(), json!(vault));
         }
         checks.insert("riskshield_api".into(), json!(client.ready().await));
+    }
+    if let Some(auth) = &state.auth {
+        checks.insert("auth_keys".into(), json!(auth.ready()));
     }
     let ready = !state.is_shutdown_requested()
         && !state.is_draining()
@@ -118,21 +123,57 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     response
 }
 
-/// The rate limit runs before anything else a validation does, so a throttled client costs one map
-/// lookup; every validate answer, refusals and errors included, reports the client's allowance.
-async fn rate_limited(
+/// With AUTH_MODE=entra the caller's token is checked first, so the rate limiter can key on the calling
+/// application; a refused caller is answered at once and never counts against any allowance. The app id goes
+/// into the response's extensions for the request log line.
+async fn authenticated(
     state: &AppState,
     lane: &Lane,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let decision = state.limiter.as_ref().map(|limiter| {
-        let client = ratelimit::client_addr(
-            ctx.peer.ip(),
-            request.headers(),
-            state.config.trusted_proxy_hops,
-        );
-        limiter.check(&ratelimit::ClientKey::Addr(client))
+    let Some(auth) = &state.auth else {
+        return rate_limited(state, lane, ctx, request, None).await;
+    };
+    let (app_id, mut response) = match auth.authenticate(request.headers()).await {
+        Ok(caller) => {
+            let app_id = caller.app_id.clone();
+            (
+                Some(app_id),
+                rate_limited(state, lane, ctx, request, Some(caller.app_id)).await,
+            )
+        }
+        Err(refusal) => (
+            refusal.app_id,
+            error_response(&refusal.error.into(), &ctx.correlation_id),
+        ),
+    };
+    if let Some(app_id) = app_id {
+        response.extensions_mut().insert(CallerApp(app_id));
+    }
+    response
+}
+
+/// The rate limit runs before anything else a validation does (after authentication), so a throttled
+/// client costs one map lookup; every validate answer, refusals and errors included, reports the client's
+/// allowance. The client is the calling application when callers authenticate, else its address.
+async fn rate_limited(
+    state: &AppState,
+    lane: &Lane,
+    ctx: &RequestContext,
+    request: Request<Incoming>,
+    app_id: Option<std::sync::Arc<str>>,
+) -> Response<Body> {
+    let decision = state.limiter.as_ref().map(|limiter| match app_id {
+        Some(app_id) => limiter.check(&ratelimit::ClientKey::App(app_id)),
+        None => {
+            let client = ratelimit::client_addr(
+                ctx.peer.ip(),
+                request.headers(),
+                state.config.trusted_proxy_hops,
+            );
+            limiter.check(&ratelimit::ClientKey::Addr(client))
+        }
     });
     let result = match decision.and_then(|d| d.retry_after) {
         Some(retry_after) => Err(AppError::RateLimited { retry_after }),

@@ -1,4 +1,5 @@
-//! Building answers: JSON bodies, static bytes, and the contract's error shape.
+//! Building answers: JSON bodies, static bytes, and the contract's error shape (with Retry-After, Allow and
+//! WWW-Authenticate where they apply).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -7,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::state::Body;
-use crate::error::{AppError, retry_after_secs};
+use crate::error::{AppError, retry_after_secs, www_authenticate};
 
 /// A JSON answer.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
@@ -25,7 +26,7 @@ pub fn bytes_response(content_type: &'static str, body: Bytes) -> Response<Body>
     response
 }
 
-/// The error shape of the contract, with Retry-After and Allow where they apply.
+/// The error shape of the contract, with Retry-After, Allow and WWW-Authenticate where they apply.
 pub fn error_response(error: &AppError, correlation_id: &HeaderValue) -> Response<Body> {
     let parts = error.parts();
     let mut body = json!({
@@ -46,6 +47,15 @@ pub fn error_response(error: &AppError, correlation_id: &HeaderValue) -> Respons
     }
     if let AppError::MethodNotAllowed { allow } = error {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(challenge) = match error {
+        AppError::Auth(auth) => www_authenticate(auth),
+        _ => None,
+    } {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     response
 }

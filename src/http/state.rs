@@ -10,6 +10,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 
 use super::docs::openapi_document;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::ratelimit::ClientLimiter;
 use crate::routes::Route;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-client limiter for validations; `None` when RATE_LIMIT_PER_MINUTE is 0.
     pub limiter: Option<Arc<ClientLimiter>>,
+    /// Checks callers' bearer tokens on validations; `None` with AUTH_MODE=off.
+    pub auth: Option<Arc<Authenticator>>,
     /// Set once shutdown begins: /health answers 503 and connections close after their current request.
     pub draining: AtomicBool,
     /// Set at the first SIGTERM/SIGINT, before SHUTDOWN_DELAY: /ready answers 503 while everything else is
@@ -61,6 +64,7 @@ impl AppState {
         Self {
             openapi: openapi_document(),
             limiter,
+            auth: None,
             config,
             scorer,
             metrics,
@@ -68,6 +72,12 @@ impl AppState {
             shutdown_requested: AtomicBool::new(false),
             open_connections: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The state with caller authentication on (AUTH_MODE=entra).
+    pub fn with_auth(mut self, auth: Option<Arc<Authenticator>>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// True once shutdown has begun.

@@ -182,6 +182,25 @@ fn outcome_index(outcome: &str) -> usize {
         .unwrap_or(OUTCOMES.len() - 1)
 }
 
+/// Bearer-token check outcomes (AUTH_MODE=entra), as [`crate::error::AuthError::outcome`] names them, plus
+/// "success" and a catch-all.
+const AUTH_OUTCOMES: [&str; 14] = [
+    "success",
+    "missing",
+    "malformed",
+    "algorithm",
+    "unknown_key",
+    "signature",
+    "issuer",
+    "audience",
+    "expired",
+    "not_yet_valid",
+    "no_client",
+    "forbidden",
+    "unavailable",
+    "other",
+];
+
 /// Histogram bucket upper bounds in seconds, covering a fast demo answer up to REQUEST_TIMEOUT's default.
 const BUCKETS: [f64; 13] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -271,6 +290,7 @@ struct Series {
     vault_duration: AtomicHistogram,
     vault_key_age_millis: AtomicU64,
     rate_limit_clients: AtomicU64,
+    auth_outcomes: [AtomicU64; AUTH_OUTCOMES.len()],
 }
 
 impl Default for Series {
@@ -290,6 +310,7 @@ impl Default for Series {
             vault_duration: AtomicHistogram::default(),
             vault_key_age_millis: AtomicU64::new(UNSET),
             rate_limit_clients: AtomicU64::new(UNSET),
+            auth_outcomes: Default::default(),
         }
     }
 }
@@ -393,6 +414,15 @@ impl Metrics {
         self.series
             .rate_limit_clients
             .store(clients, Ordering::Relaxed);
+    }
+
+    /// Records one bearer-token check: `outcome` is "success" or an [`crate::error::AuthError::outcome`].
+    pub fn auth_outcome(&self, outcome: &'static str) {
+        let i = AUTH_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(AUTH_OUTCOMES.len() - 1);
+        self.series.auth_outcomes[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The OpenMetrics exposition, as prometheus-client writes it.
@@ -588,6 +618,25 @@ impl Collector for Series {
             ConstGauge::new(i64::try_from(clients).unwrap_or(i64::MAX)).encode(family)?;
         }
 
+        if self
+            .auth_outcomes
+            .iter()
+            .any(|n| n.load(Ordering::Relaxed) > 0)
+        {
+            let mut family = encoder.encode_descriptor(
+                "auth_checks",
+                "Bearer-token checks of validations (AUTH_MODE=entra), by outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, outcome) in AUTH_OUTCOMES.iter().enumerate() {
+                let n = self.auth_outcomes[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    ConstCounter::new(n).encode(family.encode_family(&[("outcome", *outcome)])?)?;
+                }
+            }
+        }
+
         let mut family = encoder.encode_descriptor(
             "build",
             "Build information; the value is always 1.",
@@ -659,6 +708,8 @@ mod tests {
         metrics.vault_read("success", Duration::from_millis(40));
         metrics.vault_read("success", Duration::from_millis(40));
         metrics.set_vault_key_age(Some(Duration::from_millis(1500)));
+        metrics.auth_outcome("expired");
+        metrics.auth_outcome("invented");
         let _guard = metrics.in_flight();
         let text = metrics.encode_as(Format::OpenMetrics);
         for line in [
@@ -670,6 +721,8 @@ mod tests {
             r#"applicant_validator_riskshield_attempts_total{outcome="timeout"} 1"#,
             r#"applicant_validator_vault_reads_total{outcome="success"} 2"#,
             "applicant_validator_vault_key_age_seconds 1.5",
+            r#"applicant_validator_auth_checks_total{outcome="expired"} 1"#,
+            r#"applicant_validator_auth_checks_total{outcome="other"} 1"#,
             r#"applicant_validator_build_info{version=""#,
             "# EOF",
         ] {

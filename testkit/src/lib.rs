@@ -10,6 +10,8 @@
 //!   request and connection counters), also the engine of the `fake_riskshield` example binary.
 //! - [`azure`]: the managed-identity token endpoint and an HTTPS Key Vault with the 401-challenge flow.
 //! - [`pki`]: the test PKI the HTTPS fakes are served with, made at run time.
+//! - [`openid`]: an HTTPS OpenID Connect issuer (discovery and JWKS) standing in for Entra ID, and a signer
+//!   for test tokens.
 //! - [`client`]: one way to send a request and one [`Reply`] type, and a check that a server has read what
 //!   was sent to it.
 //! - [`process`]: runs a binary with a cleared environment and captures its stdout log lines.
@@ -17,6 +19,7 @@
 
 pub mod azure;
 pub mod client;
+pub mod openid;
 pub mod pki;
 pub mod process;
 pub mod riskshield;

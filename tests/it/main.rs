@@ -5,6 +5,7 @@
 //! part of it needs to hide from the dead-code lint.
 
 mod api;
+mod auth;
 mod binary;
 mod drain;
 mod metrics_formats;

@@ -1,0 +1,373 @@
+//! The issuer's signing keys: fetched through the service's own outbound client (bundled roots plus
+//! EXTRA_CA_CERTS), cached, and refreshed in the background.
+//!
+//! A background task fetches from startup on, so the server listens at once; until a fetch succeeds
+//! validations answer 503 AUTH_UNAVAILABLE. It re-fetches every [`REFRESH_INTERVAL`]; a failed fetch keeps the
+//! last good keys and is retried with backoff (1 s doubling, capped at 30 s). A token whose `kid` is not
+//! cached triggers one fetch at once ([`SigningKeys::refresh_for_unknown_kid`]): such fetches are
+//! single-flight (callers that arrive meanwhile share it) and at most one per [`UNKNOWN_KID_INTERVAL`], so
+//! tokens with invented key ids cannot make the service hammer the issuer.
+//!
+//! A fetch reads `{AUTH_ISSUER}/.well-known/openid-configuration`, then the `jwks_uri` it names, and keeps
+//! every RSA signing key with a `kid`. Each fetch is logged with its outcome and the number of keys, never a
+//! key's material.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::is_loopback_host;
+use crate::outbound::HttpClient;
+
+/// How often the keys are re-fetched while all is well (Entra rotates its keys with weeks of overlap).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Fewest seconds between two fetches triggered by an unknown `kid`.
+pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Upper bound for one fetch (discovery and JWKS together).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Largest discovery document or JWKS read (Entra's JWKS is about 10 KB).
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// What the cache knows about a key id.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// No fetch has succeeded yet.
+    NotLoaded,
+    /// The key set holds no key with this id.
+    Unknown,
+    Found(DecodingKey),
+}
+
+/// Why a fetch failed, in words an operator can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+enum FetchError {
+    #[error("{what} is unreachable: {detail}")]
+    Unreachable { what: &'static str, detail: String },
+    #[error("{what} answered HTTP {status}")]
+    Status { what: &'static str, status: u16 },
+    #[error("{what} is not a valid document: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("no answer within {} s", FETCH_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+impl FetchError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            FetchError::Unreachable { .. } => "unreachable",
+            FetchError::Status { .. } => "http_error",
+            FetchError::Invalid { .. } => "invalid",
+            FetchError::Timeout => "timeout",
+        }
+    }
+}
+
+/// The signing keys of one issuer, cached and refreshed. Dropping it stops the background task.
+pub struct SigningKeys {
+    discovery: Uri,
+    http: HttpClient,
+    keys: RwLock<Option<Arc<HashMap<String, DecodingKey>>>>,
+    /// Held while a fetch runs, so fetches never overlap; records when the last unknown-`kid` fetch began.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+    _stop: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("discovery", &self.discovery)
+            .field("keys", &self.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeys {
+    /// Starts fetching from `discovery` (the issuer's OpenID configuration URL) in the background. Must be
+    /// called inside the tokio runtime.
+    pub fn start(discovery: &str, http: HttpClient) -> Result<Arc<Self>, String> {
+        let discovery: Uri = discovery
+            .parse()
+            .map_err(|_| format!("AUTH_ISSUER: cannot build the discovery URL {discovery}"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the signing-key reader needs a tokio runtime".to_string())?;
+        let (stop, stopped) = watch::channel(());
+        let keys = Arc::new(Self {
+            discovery,
+            http,
+            keys: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(None),
+            _stop: stop,
+        });
+        runtime.spawn(refresh_loop(Arc::downgrade(&keys), stopped));
+        Ok(keys)
+    }
+
+    /// The key for `kid`, from the cache. Never waits.
+    pub fn lookup(&self, kid: &str) -> Lookup {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        match keys.as_ref() {
+            None => Lookup::NotLoaded,
+            Some(set) => set.get(kid).cloned().map_or(Lookup::Unknown, Lookup::Found),
+        }
+    }
+
+    /// True once a fetch has succeeded (the `auth_keys` readiness check).
+    pub fn ready(&self) -> bool {
+        self.count().is_some()
+    }
+
+    fn count(&self) -> Option<usize> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.as_ref().map(|set| set.len())
+    }
+
+    /// Re-fetches the keys because a token named `kid`, which the cache does not hold: the issuer may have
+    /// rotated. A caller arriving while such a fetch runs waits for it and then finds the key or not; no
+    /// second fetch starts within [`UNKNOWN_KID_INTERVAL`] of the last one.
+    pub async fn refresh_for_unknown_kid(&self, kid: &str) {
+        let mut last = self.fetching.lock().await;
+        if matches!(self.lookup(kid), Lookup::Found(_)) {
+            return;
+        }
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.fetch_and_store("unknown_kid").await;
+    }
+
+    /// One fetch, logged; on success the cache holds the new key set. The caller serialises fetches.
+    async fn fetch_and_store(&self, reason: &'static str) -> bool {
+        let started = Instant::now();
+        let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
+            .await
+            .unwrap_or(Err(FetchError::Timeout));
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let issuer = self.discovery.host().unwrap_or_default();
+        match result {
+            Ok(set) => {
+                tracing::info!(
+                    issuer,
+                    reason,
+                    outcome = "success",
+                    keys = set.len(),
+                    duration_ms,
+                    "auth signing keys fetched"
+                );
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(set));
+                true
+            }
+            Err(e) => {
+                let kept = self.count();
+                let message = "auth signing keys fetch failed";
+                match kept {
+                    Some(keys) => tracing::warn!(
+                        issuer,
+                        reason,
+                        outcome = e.outcome(),
+                        error = %e,
+                        kept_keys = keys,
+                        duration_ms,
+                        "{message}; the last keys stay in use"
+                    ),
+                    None => tracing::error!(
+                        issuer,
+                        reason,
+                        outcome = e.outcome(),
+                        error = %e,
+                        duration_ms,
+                        "{message}; validations answer 503 until it works"
+                    ),
+                }
+                false
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, FetchError> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            jwks_uri: String,
+        }
+        let what = "the OpenID configuration";
+        let body = self.get(&self.discovery, what).await?;
+        let discovery: Discovery = serde_json::from_slice(&body).map_err(|e| invalid(what, e))?;
+        let jwks_uri = jwks_uri(&discovery.jwks_uri)?;
+        let what = "the JWKS";
+        let body = self.get(&jwks_uri, what).await?;
+        parse_jwks(&body)
+    }
+
+    async fn get(&self, uri: &Uri, what: &'static str) -> Result<Bytes, FetchError> {
+        let request = Request::get(uri.clone())
+            .header(
+                header::USER_AGENT,
+                concat!("applicant-validator/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| invalid(what, e))?;
+        let unreachable = |e: &dyn std::fmt::Display| FetchError::Unreachable {
+            what,
+            detail: e.to_string(),
+        };
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| unreachable(&error_chain(&e)))?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::Status {
+                what,
+                status: response.status().as_u16(),
+            });
+        }
+        Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .map_err(|e| unreachable(&e))
+    }
+}
+
+fn invalid(what: &'static str, error: impl std::fmt::Display) -> FetchError {
+    FetchError::Invalid {
+        what,
+        detail: error.to_string(),
+    }
+}
+
+/// The client error with its causes: hyper-util's own message ("client error (Connect)") hides the reason.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The JWKS location must be https, or plain http on a loopback host (a local test issuer).
+fn jwks_uri(value: &str) -> Result<Uri, FetchError> {
+    let what = "the OpenID configuration";
+    let uri: Uri = value
+        .parse()
+        .map_err(|_| invalid(what, "jwks_uri is not a URL"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => Ok(uri),
+        (Some("http"), Some(host)) if is_loopback_host(host) => Ok(uri),
+        _ => Err(invalid(what, "jwks_uri must be an https URL")),
+    }
+}
+
+/// Every RSA signature key with a `kid` in a JWKS document; other keys (EC, encryption keys, keys for other
+/// algorithms) are skipped. A set without one usable key is an error, so the last good keys stay in use.
+fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, FetchError> {
+    #[derive(Deserialize)]
+    struct Jwks {
+        keys: Vec<serde_json::Value>,
+    }
+    let what = "the JWKS";
+    let jwks: Jwks = serde_json::from_slice(body).map_err(|e| invalid(what, e))?;
+    let mut keys = HashMap::new();
+    for jwk in &jwks.keys {
+        let text = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
+        let usable = text("kty") == Some("RSA")
+            && text("use").is_none_or(|u| u == "sig")
+            && text("alg").is_none_or(|a| a == "RS256");
+        if !usable {
+            continue;
+        }
+        let (Some(kid), Some(n), Some(e)) = (text("kid"), text("n"), text("e")) else {
+            continue;
+        };
+        if let Ok(key) = DecodingKey::from_rsa_components(n, e) {
+            keys.insert(kid.to_owned(), key);
+        }
+    }
+    if keys.is_empty() {
+        return Err(invalid(what, "it holds no RSA signing key with a kid"));
+    }
+    Ok(keys)
+}
+
+/// Fetches at once, then every [`REFRESH_INTERVAL`], retrying failures with backoff, until the keys are
+/// dropped.
+async fn refresh_loop(keys: Weak<SigningKeys>, mut stop: watch::Receiver<()>) {
+    let mut retry_delay = FIRST_RETRY_DELAY;
+    let mut reason = "startup";
+    loop {
+        let Some(strong) = keys.upgrade() else {
+            return;
+        };
+        let ok = {
+            let _serial = strong.fetching.lock().await;
+            strong.fetch_and_store(reason).await
+        };
+        drop(strong);
+        let wait = if ok {
+            retry_delay = FIRST_RETRY_DELAY;
+            reason = "interval";
+            REFRESH_INTERVAL
+        } else {
+            let wait = retry_delay;
+            retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
+            reason = "retry";
+            wait
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+
+    #[test]
+    fn jwks_keeps_only_rsa_signing_keys_with_a_kid() {
+        let body = serde_json::json!({"keys": [
+            {"kty": "RSA", "use": "sig", "kid": "a", "n": N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "b", "alg": "RS256", "n": N, "e": "AQAB"},
+            {"kty": "RSA", "use": "enc", "kid": "c", "n": N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "d", "alg": "RS512", "n": N, "e": "AQAB"},
+            {"kty": "EC", "kid": "e", "crv": "P-256", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "n": N, "e": "AQAB"},
+            {"kty": "RSA", "kid": "f", "n": "!!", "e": "AQAB"}
+        ]});
+        let keys = parse_jwks(body.to_string().as_bytes()).expect("usable keys");
+        let mut kids: Vec<_> = keys.keys().cloned().collect();
+        kids.sort();
+        assert_eq!(kids, ["a", "b"]);
+        assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
+        assert!(parse_jwks(b"<html>").is_err());
+    }
+
+    #[test]
+    fn the_jwks_location_must_be_https_or_loopback() {
+        assert!(jwks_uri("https://login.microsoftonline.com/t/discovery/v2.0/keys").is_ok());
+        assert!(jwks_uri("http://127.0.0.1:8/keys").is_ok());
+        assert!(jwks_uri("http://issuer.example/keys").is_err());
+        assert!(jwks_uri("/keys").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Checking one bearer token: RS256 only, against a key from the issuer's JWKS, then `iss`, `aud`, `exp` and
+//! `nbf` (60 s leeway), and who the calling application is.
+//!
+//! The claim checks are jsonwebtoken's; the signature check is ring's, the crypto the binary already carries
+//! for TLS, plugged into jsonwebtoken as its process-wide [`CryptoProvider`]. That provider verifies RS256 and
+//! nothing else and cannot sign, so even a caller who got past the algorithm checks below could not have a
+//! token verified with HMAC over a public key or with no signature at all.
+
+use std::sync::Arc;
+
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
+use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
+use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey, Validation, signature};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// Longest token considered: Entra's access tokens are 1–3 KB; anything far larger is not one.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Longest application id kept as a rate-limit key and logged (Entra's are 36-character GUIDs).
+const MAX_APP_ID_BYTES: usize = 128;
+
+/// What a verified token says about its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// `azp` (v2 tokens) or `appid` (v1 tokens): the calling application's client id.
+    pub app_id: Arc<str>,
+    /// The app roles granted to the caller (`roles`).
+    pub roles: Vec<String>,
+}
+
+/// The claims read beyond those jsonwebtoken checks itself.
+#[derive(Deserialize)]
+struct Claims {
+    azp: Option<String>,
+    appid: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// The fixed reason labels of [`crate::error::AuthError::Invalid`], as logs and metrics show them.
+pub mod reason {
+    pub const MALFORMED: &str = "malformed";
+    pub const ALGORITHM: &str = "algorithm";
+    pub const UNKNOWN_KEY: &str = "unknown_key";
+    pub const SIGNATURE: &str = "signature";
+    pub const ISSUER: &str = "issuer";
+    pub const AUDIENCE: &str = "audience";
+    pub const EXPIRED: &str = "expired";
+    pub const NOT_YET_VALID: &str = "not_yet_valid";
+    pub const NO_CLIENT: &str = "no_client";
+}
+
+/// The claim checks for tokens of `config`'s issuer and audiences.
+pub fn validation(config: &AuthConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = true;
+    validation.set_issuer(&[config.issuer.as_str()]);
+    validation.set_audience(&config.audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation
+}
+
+/// Reads the key id from a token's header without trusting anything in it yet. Only a compact JWS of three
+/// base64url parts whose header says RS256 and names a `kid` gets further.
+pub fn key_id(token: &str) -> Result<String, &'static str> {
+    let shape_ok = token.len() <= MAX_TOKEN_BYTES
+        && token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !shape_ok {
+        return Err(reason::MALFORMED);
+    }
+    // A header naming an algorithm jsonwebtoken does not know ("none" among them) does not parse at all, so
+    // it counts as malformed rather than as a wrong algorithm; either way it is refused here.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| reason::MALFORMED)?;
+    if header.alg != Algorithm::RS256 {
+        return Err(reason::ALGORITHM);
+    }
+    header.kid.ok_or(reason::UNKNOWN_KEY)
+}
+
+/// Verifies `token`'s signature with `key` and its claims against `validation`.
+pub fn verify(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Verified, &'static str> {
+    install_provider();
+    let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| refusal(&e))?;
+    let claims = data.claims;
+    let app_id = claims
+        .azp
+        .filter(|a| !a.is_empty())
+        .or(claims.appid)
+        .filter(|a| {
+            (1..=MAX_APP_ID_BYTES).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or(reason::NO_CLIENT)?;
+    Ok(Verified {
+        app_id: Arc::from(app_id),
+        roles: claims.roles,
+    })
+}
+
+fn refusal(error: &JwtError) -> &'static str {
+    match error.kind() {
+        ErrorKind::InvalidSignature => reason::SIGNATURE,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => reason::ALGORITHM,
+        ErrorKind::ExpiredSignature => reason::EXPIRED,
+        ErrorKind::ImmatureSignature => reason::NOT_YET_VALID,
+        ErrorKind::InvalidIssuer => reason::ISSUER,
+        ErrorKind::InvalidAudience => reason::AUDIENCE,
+        _ => reason::MALFORMED,
+    }
+}
+
+/// Makes ring the signature check behind jsonwebtoken. Installing is first-come for the whole process; no
+/// other code here installs one, so ours is always the one in force.
+pub fn install_provider() {
+    let _ = RING_RS256.install_default();
+}
+
+/// jsonwebtoken's crypto on ring: RS256 verification only.
+static RING_RS256: CryptoProvider = CryptoProvider {
+    signer_factory: no_signer,
+    verifier_factory: rs256_verifier,
+    key_utils: KeyUtils {
+        rsa_pub_components_from_private_key: |_| Err(unsupported()),
+        rsa_pub_components_from_public_key: |_| Err(unsupported()),
+        ec_pub_components_from_private_key: |_, _| -> Result<(EllipticCurve, _, _), _> {
+            Err(unsupported())
+        },
+        ed_pub_components_from_private_key: |_, _| Err(unsupported()),
+        compute_digest: |_, _: ThumbprintHash| Err(unsupported()),
+    },
+};
+
+fn unsupported() -> JwtError {
+    ErrorKind::UnsupportedAlgorithm.into()
+}
+
+fn no_signer(_: &Algorithm, _: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    Err(unsupported())
+}
+
+fn rs256_verifier(
+    algorithm: &Algorithm,
+    key: &DecodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
+    match (algorithm, key.kind()) {
+        (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => Ok(Box::new(Rs256 {
+            n: n.clone(),
+            e: e.clone(),
+        })),
+        _ => Err(unsupported()),
+    }
+}
+
+/// An RSA public key from the JWKS, checked with RSASSA-PKCS1-v1_5 over SHA-256 (keys of 2048 bits or more).
+struct Rs256 {
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl signature::Verifier<Vec<u8>> for Rs256 {
+    fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
+        ring::signature::RsaPublicKeyComponents {
+            n: &self.n,
+            e: &self.e,
+        }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            message,
+            signature,
+        )
+        .map_err(|_| signature::Error::new())
+    }
+}
+
+impl JwtVerifier for Rs256 {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RS256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rs256_headers_with_a_key_id_get_through() {
+        // {"alg":"RS256","kid":"k1"} . {} . sig
+        assert_eq!(
+            key_id("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln"),
+            Ok("k1".to_string())
+        );
+        // {"alg":"none"}
+        assert!(key_id("eyJhbGciOiJub25lIn0.e30.c2ln").is_err());
+        // {"alg":"HS256","kid":"k1"}
+        assert_eq!(
+            key_id("eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln"),
+            Err(reason::ALGORITHM)
+        );
+        // {"alg":"RS256"} without a kid
+        assert_eq!(
+            key_id("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+            Err(reason::UNKNOWN_KEY)
+        );
+        for garbage in [
+            "",
+            "abc",
+            "a.b",
+            "a.b.c.d",
+            "a b.c.d",
+            "é.e30.c2ln",
+            "e30.e30.e30",
+        ] {
+            assert_eq!(key_id(garbage), Err(reason::MALFORMED), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_provider_verifies_nothing_but_rs256_with_rsa_components() {
+        install_provider();
+        let hmac = DecodingKey::from_secret(b"public key bytes").expect("an HMAC key");
+        assert!(rs256_verifier(&Algorithm::HS256, &hmac).is_err());
+        assert!(rs256_verifier(&Algorithm::RS256, &hmac).is_err());
+        let rsa = DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 1]);
+        assert!(rs256_verifier(&Algorithm::RS384, &rsa).is_err());
+        let verifier = rs256_verifier(&Algorithm::RS256, &rsa).expect("an RS256 verifier");
+        assert!(verifier.verify(b"message", &vec![0u8; 256]).is_err());
+    }
+}
