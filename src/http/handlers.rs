@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::ratelimit;
 use crate::routes::Route;
 use crate::scoring::{Lane, Scorer};
-use crate::telemetry::metrics;
+use crate::telemetry::{logging, metrics};
 use crate::validation;
 
 /// Answers one request.
@@ -110,6 +110,7 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     if let Some(limiter) = &state.limiter {
         metrics.set_rate_limit_clients(limiter.clients());
     }
+    metrics.set_log_lines_dropped(logging::lines_dropped());
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = metrics::Format::negotiate(accept);
     let mut response = bytes_response(

@@ -291,6 +291,7 @@ struct Series {
     vault_key_age_millis: AtomicU64,
     rate_limit_clients: AtomicU64,
     auth_outcomes: [AtomicU64; AUTH_OUTCOMES.len()],
+    log_lines_dropped: AtomicU64,
 }
 
 impl Default for Series {
@@ -311,6 +312,7 @@ impl Default for Series {
             vault_key_age_millis: AtomicU64::new(UNSET),
             rate_limit_clients: AtomicU64::new(UNSET),
             auth_outcomes: Default::default(),
+            log_lines_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -384,6 +386,14 @@ impl Metrics {
             .breaker_transitions
             .store(transitions, Ordering::Relaxed);
         self.series.breaker_known.store(true, Ordering::Relaxed);
+    }
+
+    /// Copies in, at scrape time, how many log lines were dropped because stdout could not keep up (the log
+    /// writer counts them; it cannot reach the metrics without an import cycle).
+    pub fn set_log_lines_dropped(&self, dropped: u64) {
+        self.series
+            .log_lines_dropped
+            .store(dropped, Ordering::Relaxed);
     }
 
     /// Records one Key Vault read: `outcome` is a fixed label such as "success" or "not_found".
@@ -606,6 +616,14 @@ impl Collector for Series {
             )?;
             ConstGauge::new(Duration::from_millis(age).as_secs_f64()).encode(family)?;
         }
+
+        let family = encoder.encode_descriptor(
+            "log_lines_dropped",
+            "Log lines dropped because standard output could not keep up (one warning line reports each episode).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.log_lines_dropped.load(Ordering::Relaxed)).encode(family)?;
 
         let clients = self.rate_limit_clients.load(Ordering::Relaxed);
         if clients != UNSET {

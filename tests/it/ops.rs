@@ -271,6 +271,11 @@ async fn metrics_count_requests_upstream_outcomes_and_the_breaker_exactly() {
         sample(&text, "applicant_validator_build_info", &version),
         Some(1.0)
     );
+    // Logging keeps up in a test, so nothing was dropped; the series is there for alerts all the same.
+    assert_eq!(
+        sample(&text, "applicant_validator_log_lines_dropped_total", ""),
+        Some(0.0)
+    );
     assert!(text.ends_with("# EOF\n"));
 
     // The scrape is counted once it has been answered.
