@@ -216,7 +216,7 @@ async fn validate(
         return Err(AppError::PayloadTooLarge { limit });
     }
     let deadline = ctx.started + config.request_timeout;
-    let work = async {
+    let read = async {
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -224,22 +224,23 @@ async fn validate(
             }
             Err(_) => return Err(AppError::BadRequest),
         };
-        let applicant =
-            validation::validate(&body, config.id_number_strict).map_err(AppError::Validation)?;
-        let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
-        let score = lane.score(&applicant, correlation_id, deadline).await?;
-        Ok(json_response(
-            StatusCode::OK,
-            &Validated {
-                risk_score: score.risk_score,
-                risk_level: score.risk_level,
-                correlation_id,
-            },
-        ))
+        validation::validate(&body, config.id_number_strict).map_err(AppError::Validation)
     };
-    tokio::time::timeout_at(deadline, work)
+    let applicant = tokio::time::timeout_at(deadline, read)
         .await
-        .unwrap_or(Err(AppError::RequestTimeout))
+        .unwrap_or(Err(AppError::RequestTimeout))?;
+    let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
+    // Not cut off from here: the scorer ends by the deadline on its own (504 TIMEOUT_ERROR), so the breaker
+    // hears about a call that REQUEST_TIMEOUT ended. Dropping its future would lose that.
+    let score = lane.score(&applicant, correlation_id, deadline).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Validated {
+            risk_score: score.risk_score,
+            risk_level: score.risk_level,
+            correlation_id,
+        },
+    ))
 }
 
 /// application/json, with or without parameters such as charset; `+json` types and a missing header do not

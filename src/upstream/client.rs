@@ -159,9 +159,14 @@ impl RiskShieldClient {
                 reason: "request could not be encoded",
             }
         })?);
-        let result = self
-            .call_with_retries(pool, key, body, correlation_id, deadline)
-            .await;
+        // The whole call, vault re-reads included, ends by the request's deadline here, where the breaker
+        // permit is held: a call cut off by REQUEST_TIMEOUT counts as the failure it is (504).
+        let result = tokio::time::timeout_at(
+            deadline,
+            self.call_with_retries(pool, key, body, correlation_id, deadline),
+        )
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout));
         permit.record(
             result
                 .as_ref()
