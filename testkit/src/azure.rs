@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -25,6 +25,9 @@ pub const ACCESS_TOKEN: &str = "fake-access-token-3f9c";
 
 /// The value the fake identity endpoint requires in X-IDENTITY-HEADER.
 pub const IDENTITY_HEADER: &str = "fake-identity-header-value";
+
+/// When the fake vault's secret was last changed (Unix seconds), as its `attributes.updated` reports.
+pub const SECRET_UPDATED: u64 = 1_767_225_600;
 
 /// The resource the service must ask a token for.
 const VAULT_RESOURCE: &str = "https://vault.azure.net";
@@ -94,6 +97,16 @@ impl Drop for TestPki {
 impl TestPki {
     /// Generates the CA and the leaf, and writes the CA file to the temp directory.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Like [`TestPki::new`], with a leaf that became valid yesterday and expires `days` from now: a server
+    /// certificate about to expire.
+    pub fn with_leaf_valid_for(days: u64) -> Self {
+        Self::build(Some(days))
+    }
+
+    fn build(leaf_days: Option<u64>) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -115,6 +128,14 @@ impl TestPki {
         leaf_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "localhost");
+        if let Some(days) = leaf_days {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("the clock is past 1970");
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            leaf_params.not_before = epoch + (now - Duration::from_secs(86_400));
+            leaf_params.not_after = epoch + (now + Duration::from_secs(days * 86_400));
+        }
         let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
         let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
 
@@ -144,6 +165,11 @@ impl TestPki {
     /// The CA certificate as a PEM file.
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
+    }
+
+    /// Accepts TLS with the leaf certificate, for a fake that serves HTTPS.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
     }
 }
 
@@ -268,11 +294,22 @@ impl FakeVault {
         vault
     }
 
+    /// A vault serving `mode` with the certificate of `pki` (e.g. one about to expire).
+    pub async fn start_with_pki(mode: VaultMode, pki: TestPki) -> Self {
+        let mut vault = Self::unreachable_with_pki(mode, pki).await;
+        vault.bring_up().await;
+        vault
+    }
+
     /// A vault whose port is chosen but where nothing listens until [`FakeVault::bring_up`].
     pub async fn unreachable(mode: VaultMode) -> Self {
+        Self::unreachable_with_pki(mode, TestPki::new()).await
+    }
+
+    async fn unreachable_with_pki(mode: VaultMode, pki: TestPki) -> Self {
         let port = crate::server::closed_port().await.port();
         Self {
-            pki: TestPki::new(),
+            pki,
             state: Arc::new(VaultState {
                 mode: Mutex::new(mode),
                 authorized_reads: AtomicUsize::new(0),
@@ -301,6 +338,11 @@ impl FakeVault {
     /// The CA file the vault's certificate chains to, for EXTRA_CA_CERTS.
     pub fn ca_file(&self) -> &Path {
         self.pki.ca_file()
+    }
+
+    /// The PKI the vault is served with, so another fake can share its CA file.
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
     }
 
     /// Changes what later authorized reads get.
@@ -352,7 +394,7 @@ impl VaultState {
                 json!({
                     "value": value,
                     "id": format!("https://localhost/secrets/{name}/0123456789abcdef"),
-                    "attributes": {"enabled": true},
+                    "attributes": {"enabled": true, "updated": SECRET_UPDATED},
                 }),
             ),
             VaultMode::Status(404) => json_response(

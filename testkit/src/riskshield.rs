@@ -27,11 +27,12 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::azure::TestPki;
 use crate::lock;
 use crate::server::{Server, accept_loop, serve_http};
 
@@ -266,8 +267,16 @@ impl State {
     }
 }
 
-async fn connection(state: Arc<State>, mut stream: TcpStream) {
+async fn connection(state: Arc<State>, stream: TcpStream) {
     state.connections.fetch_add(1, Ordering::SeqCst);
+    serve_connection(state, stream).await;
+}
+
+/// Answers on one accepted (and already counted) connection, plain or TLS.
+async fn serve_connection<S>(state: Arc<State>, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if state.next_is_close() {
         let mut head = [0u8; 4096];
         if stream.read(&mut head).await.unwrap_or(0) > 0 {
@@ -376,6 +385,7 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 pub struct FakeRiskShield {
     addr: SocketAddr,
     state: Arc<State>,
+    tls: bool,
     _server: Server,
 }
 
@@ -405,6 +415,36 @@ impl FakeRiskShield {
         Self {
             addr: server.addr(),
             state,
+            tls: false,
+            _server: server,
+        }
+    }
+
+    /// Serves `plan` over HTTPS with the certificate of `pki`, addressed as `localhost`. Connections are
+    /// counted when accepted, before the handshake, so a client that only shakes hands is seen too.
+    pub async fn with_plan_over_tls(mut plan: Plan, pki: &TestPki) -> Self {
+        plan.record = true;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake RiskShield");
+        let state = Arc::new(State::from(plan));
+        let shared = Arc::clone(&state);
+        let acceptor = pki.acceptor();
+        let server = Server::spawn(listener, move |stream| {
+            let state = Arc::clone(&shared);
+            let acceptor = acceptor.clone();
+            async move {
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    serve_connection(state, stream).await;
+                }
+            }
+        })
+        .expect("the fake RiskShield's address");
+        Self {
+            addr: server.addr(),
+            state,
+            tls: true,
             _server: server,
         }
     }
@@ -416,7 +456,11 @@ impl FakeRiskShield {
 
     /// The base URL to configure as RISKSHIELD_API_URL (the service POSTs to `{url}/score`).
     pub fn url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        if self.tls {
+            format!("https://localhost:{}/v1", self.addr.port())
+        } else {
+            format!("http://{}/v1", self.addr)
+        }
     }
 
     /// Every score request so far, answered or rejected.

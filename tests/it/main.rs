@@ -6,6 +6,7 @@
 
 mod api;
 mod binary;
+mod diagnose;
 mod ops;
 mod properties;
 mod support;
