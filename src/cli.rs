@@ -108,6 +108,12 @@ macro_rules! serve_args {
         }
 
         impl ServeArgs {
+            /// The validated configuration these options describe. `serve` and `diagnose` both call this one
+            /// function, so they read the configuration identically (and the parser is compiled once).
+            pub fn config(&self) -> Result<crate::Config, crate::config::ConfigErrors> {
+                crate::Config::from_lookup(|name| self.lookup(name))
+            }
+
             /// The raw value of the option whose environment variable is `name`, as clap resolved it.
             pub fn lookup(&self, name: &str) -> Option<String> {
                 match name {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use applicant_validator::cli::{Cli, Command, DiagnoseArgs, HealthcheckArgs, ServeArgs};
-use applicant_validator::config::{self, Config, EXIT_CONFIG};
+use applicant_validator::config::{self, EXIT_CONFIG};
 use applicant_validator::telemetry::logging;
 use applicant_validator::{app, diagnose, healthcheck};
 use clap::FromArgMatches;
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 /// Reads the configuration as `serve` does (same error lines, exit 64), runs the checks on a single-threaded
 /// runtime, prints the report, and exits 1 if any check failed. Logging stays off: stdout is the report.
 fn run_diagnose(args: &DiagnoseArgs) -> ExitCode {
-    let config = match Config::from_lookup(|name| args.serve.lookup(name)) {
+    let config = match args.serve.config() {
         Ok(config) => config,
         Err(errors) => {
             for line in &errors.0 {
@@ -115,7 +115,7 @@ fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
 }
 
 fn run_serve(args: &ServeArgs) -> ExitCode {
-    let config = match Config::from_lookup(|name| args.lookup(name)) {
+    let config = match args.config() {
         Ok(config) => config,
         Err(errors) => {
             for line in &errors.0 {

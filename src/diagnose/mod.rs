@@ -16,11 +16,11 @@ pub mod net;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::Uri;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
 use crate::config::{Config, KeySourceConfig};
 use crate::keys::identity::Identity;
@@ -119,6 +119,7 @@ pub async fn run(
     let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout);
     let probe = Probe {
         extra_roots: &config.extra_ca_certs,
+        connect_timeout: config.connect_timeout,
         timeout,
     };
 
@@ -128,11 +129,7 @@ pub async fn run(
             "riskshield",
             "demo mode: RiskShield is not called",
         ),
-        false => {
-            probe
-                .host(&mut checks, "riskshield", &config.riskshield_api_url)
-                .await
-        }
+        false => erased(probe.host(&mut checks, "riskshield", &config.riskshield_api_url)).await,
     }
 
     let vault = match &config.key_source {
@@ -144,14 +141,21 @@ pub async fn run(
     };
     match vault {
         Ok((url, secret_name)) => {
-            probe.host(&mut checks, "key_vault", url).await;
+            erased(probe.host(&mut checks, "key_vault", url)).await;
             let identity = Identity::from_lookup(lookup);
             let endpoint = identity.token_endpoint(lookup);
-            probe.host(&mut checks, "identity", &endpoint.url).await;
+            erased(probe.host(&mut checks, "identity", &endpoint.url)).await;
             let access = http
                 .map_err(|e| e.to_string())
                 .and_then(|http: HttpClient| VaultAccess::new(url, &http, lookup));
-            vault_checks(&mut checks, access, endpoint.via, secret_name, timeout).await;
+            erased(vault_checks(
+                &mut checks,
+                access,
+                endpoint.via,
+                secret_name,
+                timeout,
+            ))
+            .await;
         }
         Err(reason) => {
             skip_host(&mut checks, "key_vault", reason);
@@ -277,36 +281,37 @@ fn skip_host(checks: &mut Vec<Check>, target: &str, reason: &str) {
     }
 }
 
-/// Runs `check` within `timeout` and times it: `Ok` and `Err` carry the detail.
-async fn timed<T>(
-    name: String,
-    timeout: Duration,
-    check: impl Future<Output = Result<(String, T), String>>,
-) -> (Check, Option<T>) {
+/// Each step behind its own pointer, so the steps are separate functions rather than one large future inlined
+/// into the caller: `diagnose` runs once and rarely, its code size matters more than its speed.
+fn erased<'a>(step: impl Future<Output = ()> + 'a) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+    Box::pin(step)
+}
+
+/// A check's work: the detail on success or failure. Boxed so that one `timed` serves every check.
+type Work<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + 'a>>;
+
+/// Runs `work` within `timeout` and times it.
+async fn timed(name: String, timeout: Duration, work: Work<'_>) -> Check {
     let started = Instant::now();
-    let outcome = tokio::time::timeout(timeout, check).await;
+    let outcome = tokio::time::timeout(timeout, work).await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (status, detail, value) = match outcome {
-        Ok(Ok((detail, value))) => (Status::Ok, detail, Some(value)),
-        Ok(Err(detail)) => (Status::Fail, detail, None),
+    let (status, detail) = match outcome {
+        Ok(Ok(detail)) => (Status::Ok, detail),
+        Ok(Err(detail)) => (Status::Fail, detail),
         Err(_) => (
             Status::Fail,
             format!(
                 "no answer within {} (--timeout)",
                 humantime::format_duration(timeout)
             ),
-            None,
         ),
     };
-    (
-        Check {
-            name,
-            status,
-            duration_ms,
-            detail,
-        },
-        value,
-    )
+    Check {
+        name,
+        status,
+        duration_ms,
+        detail,
+    }
 }
 
 /// Unix seconds now.
@@ -329,14 +334,16 @@ fn span(seconds: i64) -> String {
 /// The DNS, TCP and TLS checks.
 struct Probe<'a> {
     extra_roots: &'a [rustls_pki_types::CertificateDer<'static>],
+    connect_timeout: Duration,
     timeout: Duration,
 }
 
 impl Probe<'_> {
-    /// `target.dns`, `target.tcp` and `target.tls` for the host of `url`.
+    /// `target.dns`, `target.tcp` and `target.tls` for the host of `url`. Each step runs only when the one
+    /// before it worked.
     async fn host(&self, checks: &mut Vec<Check>, target: &str, url: &str) {
-        let uri: Result<Uri, _> = url.parse();
-        let Some((uri, host)) = uri
+        let Some((uri, host)) = url
+            .parse::<Uri>()
             .ok()
             .and_then(|u| u.host().map(str::to_owned).map(|h| (u, h)))
         else {
@@ -352,83 +359,59 @@ impl Probe<'_> {
         let tls = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
 
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-        {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            addrs.push(SocketAddr::new(ip, port));
             checks.push(skip(
                 &format!("{target}.dns"),
                 &format!("{host} is an IP address: nothing to resolve"),
             ));
-            return self
-                .connect_and_handshake(
-                    checks,
-                    target,
-                    &host,
-                    port,
-                    tls,
-                    vec![SocketAddr::new(ip, port)],
-                )
-                .await;
+        } else {
+            let work = Box::pin(async {
+                addrs = net::resolve(bare, port).await.map_err(|e| {
+                    format!("{e}: check the host name, and the DNS this container uses (a private endpoint needs its private DNS zone linked)")
+                })?;
+                let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                Ok(format!("{host} → {}", list.join(", ")))
+            });
+            checks.push(timed(format!("{target}.dns"), self.timeout, work).await);
+            if addrs.is_empty() {
+                skip_host_rest(checks, target, "skipped: the host does not resolve");
+                return;
+            }
         }
-        let (check, addrs) = timed(format!("{target}.dns"), self.timeout, async {
-            let addrs = net::resolve(&host, port).await.map_err(|e| {
-                format!("{e}: check the host name, and the DNS this container uses (a private endpoint needs its private DNS zone linked)")
-            })?;
-            let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            Ok((format!("{host} → {}", list.join(", ")), addrs))
-        })
-        .await;
-        checks.push(check);
-        let Some(addrs) = addrs else {
-            skip_host_rest(checks, target, "skipped: the host does not resolve");
-            return;
-        };
-        self.connect_and_handshake(checks, target, &host, port, tls, addrs)
-            .await;
-    }
 
-    /// `target.tcp`, then `target.tls` over the same connection.
-    async fn connect_and_handshake(
-        &self,
-        checks: &mut Vec<Check>,
-        target: &str,
-        host: &str,
-        port: u16,
-        tls: bool,
-        addrs: Vec<SocketAddr>,
-    ) {
-        let (check, stream) = timed(format!("{target}.tcp"), self.timeout, async {
+        let work = Box::pin(async {
             let stream = net::connect(&addrs).await.map_err(|e| {
                 format!("cannot connect to {host}:{port} ({e}): a firewall, network policy or egress rule may block it")
             })?;
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| format!("{host}:{port}"), |a: SocketAddr| a.to_string());
-            Ok((format!("connected to {peer}"), stream))
-        })
-        .await;
+            Ok(stream.peer_addr().map_or_else(
+                |_| format!("connected to {host}:{port}"),
+                |a| format!("connected to {a}"),
+            ))
+        });
+        let check = timed(format!("{target}.tcp"), self.timeout, work).await;
+        let connected = check.status == Status::Ok;
         checks.push(check);
-        let Some(stream) = stream else {
+        if !connected {
             checks.push(skip(&format!("{target}.tls"), "skipped: no TCP connection"));
-            return;
-        };
-        if !tls {
+        } else if !tls {
             checks.push(skip(
                 &format!("{target}.tls"),
                 "plain http: no TLS to check",
             ));
-            return;
+        } else {
+            checks.push(self.tls(target, uri).await);
         }
-        checks.push(self.tls(target, host, stream).await);
     }
 
-    async fn tls(&self, target: &str, host: &str, stream: TcpStream) -> Check {
-        let (mut check, handshake) = timed(format!("{target}.tls"), self.timeout, async {
-            match net::handshake(host, stream, self.extra_roots).await {
-                Ok(done) => Ok((String::new(), done)),
-                Err(e) => Err(match e.certificate {
+    /// `target.tls`: the handshake, the certificate's names and expiry.
+    async fn tls(&self, target: &str, uri: Uri) -> Check {
+        let work = Box::pin(async {
+            let done = net::handshake(uri, self.extra_roots, self.connect_timeout)
+                .await
+                .map_err(|e| match e.certificate {
                     Some(c) => format!(
                         "{}; certificate: subject {}, issuer {}, expires {}",
                         e.reason,
@@ -437,41 +420,30 @@ impl Probe<'_> {
                         cert::rfc3339(c.not_after)
                     ),
                     None => e.reason,
-                }),
+                })?;
+            let Some(c) = done.certificate else {
+                return Ok(format!(
+                    "{}; the certificate was trusted but its fields could not be read",
+                    done.protocol
+                ));
+            };
+            let detail = format!(
+                "{}; subject {}; issuer {}; expires {} ({})",
+                done.protocol,
+                c.subject,
+                c.issuer,
+                cert::rfc3339(c.not_after),
+                span(c.not_after - now())
+            );
+            if net::days_left(&c, now()) < net::EXPIRY_WARNING_DAYS {
+                return Err(format!(
+                    "the certificate expires within {} days: {detail}; renew it (or have its owner renew it) before then",
+                    net::EXPIRY_WARNING_DAYS
+                ));
             }
-        })
-        .await;
-        if let Some(done) = handshake {
-            match done.certificate {
-                Some(c) => {
-                    let days = net::days_left(&c, now());
-                    let expiry = format!(
-                        "expires {} ({})",
-                        cert::rfc3339(c.not_after),
-                        span(c.not_after - now())
-                    );
-                    check.detail = format!(
-                        "{}; subject {}; issuer {}; {expiry}",
-                        done.protocol, c.subject, c.issuer
-                    );
-                    if days < net::EXPIRY_WARNING_DAYS {
-                        check.status = Status::Fail;
-                        check.detail = format!(
-                            "the certificate expires within {} days: {}; renew it (or have its owner renew it) before then",
-                            net::EXPIRY_WARNING_DAYS,
-                            check.detail
-                        );
-                    }
-                }
-                None => {
-                    check.detail = format!(
-                        "{}; the certificate was trusted but its fields could not be read",
-                        done.protocol
-                    )
-                }
-            }
-        }
-        check
+            Ok(detail)
+        });
+        timed(format!("{target}.tls"), self.timeout, work).await
     }
 }
 
@@ -503,48 +475,42 @@ async fn vault_checks(
         }
     };
     let who = format!("{} via {via}", access.identity().describe());
-    let (check, token) = timed("identity".into(), timeout, async {
+    let work = Box::pin(async {
         let expires = access.token_expiry().await.map_err(|e| {
             format!(
                 "{who}: {e} (is an identity assigned to this app or pod? a user-assigned one also needs AZURE_CLIENT_ID)"
             )
         })?;
         let expires = expires.unix_timestamp();
-        Ok((
-            format!(
-                "{who}: a token for Key Vault was obtained, expires {} ({})",
-                cert::rfc3339(expires),
-                span(expires - now())
-            ),
-            (),
+        Ok(format!(
+            "{who}: a token for Key Vault was obtained, expires {} ({})",
+            cert::rfc3339(expires),
+            span(expires - now())
         ))
-    })
-    .await;
+    });
+    let check = timed("identity".into(), timeout, work).await;
+    let token = check.status == Status::Ok;
     checks.push(check);
-    if token.is_none() {
+    if !token {
         checks.push(skip("key_vault", "skipped: no token (see identity)"));
         return;
     }
     let host = access.vault_host();
-    let (check, _) = timed("key_vault".into(), timeout, async {
+    let work = Box::pin(async {
         let info = access
             .read_once(secret_name)
             .await
             .map_err(|e| read_advice(&e, &access, secret_name))?;
-        Ok((
-            format!(
-                "secret {} read from {host}: version {}, updated {}, value length {} characters",
-                info.name,
-                info.version.as_deref().unwrap_or("unknown"),
-                info.updated
-                    .map_or_else(|| "unknown".into(), |t| cert::rfc3339(t.unix_timestamp())),
-                info.value_chars
-            ),
-            (),
+        Ok(format!(
+            "secret {} read from {host}: version {}, updated {}, value length {} characters",
+            info.name,
+            info.version.as_deref().unwrap_or("unknown"),
+            info.updated
+                .map_or_else(|| "unknown".into(), |t| cert::rfc3339(t.unix_timestamp())),
+            info.value_chars
         ))
-    })
-    .await;
-    checks.push(check);
+    });
+    checks.push(timed("key_vault".into(), timeout, work).await);
 }
 
 /// A failed read in words an operator can act on.

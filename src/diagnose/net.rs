@@ -1,19 +1,25 @@
 //! The network probes: DNS, TCP and a TLS handshake against one host, each answering in an operator's words.
 //!
-//! The handshake uses the service's own rustls configuration ([`outbound::tls_config`]: bundled roots plus
-//! EXTRA_CA_CERTS, ring) with its verifier wrapped only to remember the certificate it was shown, so a refused
-//! certificate can still be named (a TLS-inspecting proxy's CA is the usual culprit).
+//! The handshake uses the service's own connector type and rustls configuration ([`outbound::tls_config`]:
+//! bundled roots plus EXTRA_CA_CERTS, ring) with its verifier wrapped only to remember the certificate it was
+//! shown, so a refused certificate can still be named (a TLS-inspecting proxy's CA is the usual culprit).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use http::Uri;
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
+use tower_service::Service;
 
 use super::cert::{self, CertSummary};
+use crate::keys::transport::error_text;
 use crate::outbound;
 
 /// A certificate that expires sooner than this fails the check: time enough to renew before an outage.
@@ -63,12 +69,13 @@ pub struct HandshakeError {
     pub certificate: Option<CertSummary>,
 }
 
-/// Runs a TLS handshake with `host` over `stream` as the outbound client would, then closes the connection
-/// without sending a request.
+/// Runs a TLS handshake with the host of `uri` through the service's own connector type (hyper-rustls over
+/// hyper-util's resolver and TCP connector, the TLS configuration of [`outbound::tls_config`]), then closes the
+/// connection without sending a request.
 pub async fn handshake(
-    host: &str,
-    stream: TcpStream,
+    uri: Uri,
     extra_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
 ) -> Result<Handshake, HandshakeError> {
     let fail = |reason: String, certificate: Option<CertSummary>| HandshakeError {
         reason,
@@ -88,19 +95,24 @@ pub async fn handshake(
             inner,
             seen: seen.clone(),
         }));
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(bare.to_owned())
-        .map_err(|e| fail(format!("{host} is not a valid TLS server name: {e}"), None))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let result = connector.connect(name, stream).await;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let mut connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let result = connector.call(uri).await;
     let certificate = seen
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .and_then(|der: CertificateDer<'static>| cert::summarize(&der));
     match result {
-        Ok(tls) => {
+        Ok(MaybeHttpsStream::Https(tls)) => {
             let protocol = tls
+                .inner()
                 .get_ref()
                 .1
                 .protocol_version()
@@ -112,15 +124,28 @@ pub async fn handshake(
                 certificate,
             })
         }
-        Err(e) => Err(fail(handshake_reason(&e), certificate)),
+        Ok(MaybeHttpsStream::Http(_)) => Err(fail("the connection is not TLS".into(), None)),
+        Err(e) => Err(fail(handshake_reason(e.as_ref()), certificate)),
     }
 }
 
-/// The handshake error in words: rustls' own text, plus what an operator can do about the usual ones.
-fn handshake_reason(error: &std::io::Error) -> String {
-    let rustls_error = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+/// The handshake error in words: the error chain, plus what an operator can do about the usual ones.
+fn handshake_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut rustls_error = None;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            rustls_error = Some(found);
+            break;
+        }
+        // An io::Error's source() skips the error it wraps, so step into that one instead.
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
     let advice = match rustls_error {
         Some(rustls::Error::InvalidCertificate(cause)) => match cause {
             rustls::CertificateError::UnknownIssuer
@@ -139,7 +164,7 @@ fn handshake_reason(error: &std::io::Error) -> String {
         },
         _ => "",
     };
-    format!("handshake failed: {error}{advice}")
+    format!("handshake failed: {}{advice}", error_text(error))
 }
 
 /// Days from `now` until `summary` expires, rounded down (negative once expired).

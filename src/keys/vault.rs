@@ -11,6 +11,7 @@
 //! vault host, secret name, outcome and duration, never the value.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -233,8 +234,13 @@ impl VaultAccess {
         self.read(secret_name).await.map(|(_, info)| info)
     }
 
-    /// One read: the key, and what to say about it.
-    async fn read(&self, secret_name: &str) -> Result<(ApiKey, SecretInfo), ReadError> {
+    /// One read: the key, and what to say about it. Boxed so that the service's reader and `diagnose` share
+    /// one copy of the SDK's request code instead of each inlining its own.
+    fn read<'a>(&'a self, secret_name: &'a str) -> Reading<'a> {
+        Box::pin(self.read_inner(secret_name))
+    }
+
+    async fn read_inner(&self, secret_name: &str) -> Result<(ApiKey, SecretInfo), ReadError> {
         let response = self
             .client
             .get_secret(secret_name, None)
@@ -262,6 +268,10 @@ impl VaultAccess {
         }
     }
 }
+
+/// A read in flight: the key, and what to say about it.
+type Reading<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(ApiKey, SecretInfo), ReadError>> + Send + 'a>>;
 
 /// The real reader: the process's one SecretClient.
 struct SdkFetch {
