@@ -277,6 +277,13 @@ if grep -qv '^{.*}$' "$work/service.log"; then
 else
     pass json-logs "all $(wc -l <"$work/service.log") stdout lines are JSON objects ($(grep -c '"message":"request"' "$work/service.log" || true) request lines)"
 fi
+# The image has no shell or curl: `diagnose` is what an operator runs inside it.
+docker exec "$service" /app diagnose --json >"$work/diagnose.json" 2>"$work/diagnose.err" && code=0 || code=$?
+if ((code == 0)) && grep -q '"ok":true' "$work/diagnose.json" && grep -q '"name":"config","status":"ok"' "$work/diagnose.json"; then
+    pass diagnose "docker exec /app diagnose --json in the locked-down container: exit 0, $(grep -o '"status":"skip"' "$work/diagnose.json" | wc -l) checks skipped in demo mode"
+else
+    fail diagnose "docker exec /app diagnose --json: exit $code: $(cut -c 1-300 "$work/diagnose.json" "$work/diagnose.err" | tr '\n' ' ')"
+fi
 
 # --- a hung server turns unhealthy, then recovers --------------------------------------------------------
 # SIGSTOP of PID 1, not `docker pause`: this engine stops running health probes while a container is paused

@@ -34,13 +34,32 @@ impl Cli {
     }
 }
 
-/// The two things the binary does.
+/// The things the binary does.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service.
     Serve(Box<ServeArgs>),
     /// Probe the local service's /health (for Docker's HEALTHCHECK); exit 0 only on HTTP 200.
     Healthcheck(HealthcheckArgs),
+    /// Check, with the service's own configuration and code, that this container reaches everything it needs:
+    /// DNS, TCP and TLS to each host, the identity's token, the Key Vault secret. Binds no port, never calls
+    /// /score, never prints a key or token; exit 0 when no check failed, 1 otherwise, 64 for invalid
+    /// configuration.
+    Diagnose(Box<DiagnoseArgs>),
+}
+
+/// Options of `diagnose`: those of `serve` (same flags, same variables), plus the output format and a
+/// per-check deadline.
+#[derive(Debug, Clone, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Print one JSON object {"checks":[{"name","status","duration_ms","detail"}],"ok":bool} instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Deadline for each check
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// Where the service listens. Shared by `serve` and `healthcheck`: Docker runs the healthcheck as a separate
@@ -89,6 +108,12 @@ macro_rules! serve_args {
         }
 
         impl ServeArgs {
+            /// The validated configuration these options describe. `serve` and `diagnose` both call this one
+            /// function, so they read the configuration identically (and the parser is compiled once).
+            pub fn config(&self) -> Result<crate::Config, crate::config::ConfigErrors> {
+                crate::Config::from_lookup(|name| self.lookup(name))
+            }
+
             /// The raw value of the option whose environment variable is `name`, as clap resolved it.
             pub fn lookup(&self, name: &str) -> Option<String> {
                 match name {

@@ -17,11 +17,14 @@
 //! 7. [`http`]: the server, the request envelope and the handlers, over an [`http::AppState`].
 //! 8. [`app`]: the composition root, the only module that knows all of the above and wires them.
 //! 9. [`cli`] (the command line) and [`healthcheck`] (the `healthcheck` subcommand), used by `main`.
+//!    [`diagnose`] (the `diagnose` subcommand) sits beside [`app`]: it runs the service's own configuration,
+//!    outbound TLS, identity and vault code once each, so it may import anything below.
 
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod diagnose;
 pub mod domain;
 pub mod error;
 pub mod healthcheck;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use applicant_validator::app::{StopSignal, Stopped};
-use applicant_validator::cli::{Cli, Command, HealthcheckArgs, ServeArgs};
-use applicant_validator::config::{self, Config, EXIT_CONFIG};
+use applicant_validator::cli::{Cli, Command, DiagnoseArgs, HealthcheckArgs, ServeArgs};
+use applicant_validator::config::{self, EXIT_CONFIG};
 use applicant_validator::telemetry::logging;
-use applicant_validator::{app, healthcheck};
+use applicant_validator::{app, diagnose, healthcheck};
 use clap::FromArgMatches;
 use tokio::sync::mpsc;
 
@@ -39,7 +39,51 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Healthcheck(args) => run_healthcheck(&args),
         Command::Serve(args) => run_serve(&args),
+        Command::Diagnose(args) => run_diagnose(&args),
     }
+}
+
+/// Reads the configuration as `serve` does (same error lines, exit 64), runs the checks on a single-threaded
+/// runtime, prints the report, and exits 1 if any check failed. Logging stays off: stdout is the report.
+fn run_diagnose(args: &DiagnoseArgs) -> ExitCode {
+    let config = match args.serve.config() {
+        Ok(config) => config,
+        Err(errors) => {
+            for line in &errors.0 {
+                eprintln!("applicant-validator: configuration error: {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let timeout = match config::parse_duration(&args.timeout) {
+        Ok(t) if !t.is_zero() => t,
+        Ok(_) => {
+            eprintln!("applicant-validator: --timeout: must be more than 0");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+        Err(why) => {
+            eprintln!("applicant-validator: --timeout: {why}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("applicant-validator: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let lookup = |name: &str| args.serve.lookup(name).or_else(|| std::env::var(name).ok());
+    let report = runtime.block_on(diagnose::run(&config, &lookup, timeout));
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+    ExitCode::from(if report.ok { 0 } else { 1 })
 }
 
 fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
@@ -75,7 +119,7 @@ fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
 }
 
 fn run_serve(args: &ServeArgs) -> ExitCode {
-    let config = match Config::from_lookup(|name| args.lookup(name)) {
+    let config = match args.config() {
         Ok(config) => config,
         Err(errors) => {
             for line in &errors.0 {

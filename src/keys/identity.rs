@@ -69,6 +69,48 @@ impl Identity {
             Identity::Managed { client_id: Some(_) } => "user-assigned managed identity",
         }
     }
+
+    /// Where the SDK will ask for tokens, chosen by the same variables and in the same order as azure_identity
+    /// does, so that `diagnose` probes the endpoint the service really uses.
+    pub fn token_endpoint(&self, lookup: impl Fn(&str) -> Option<String>) -> TokenEndpoint {
+        let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let (url, via) = match self {
+            Identity::Workload => (
+                set("AZURE_AUTHORITY_HOST")
+                    .unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+                "Microsoft Entra ID (AZURE_AUTHORITY_HOST) with the federated token file",
+            ),
+            Identity::Managed { .. } => match (
+                set("IDENTITY_ENDPOINT"),
+                set("IDENTITY_HEADER"),
+                set("MSI_ENDPOINT"),
+            ) {
+                (Some(url), Some(_), _) => (
+                    url,
+                    "the managed identity endpoint (IDENTITY_ENDPOINT: Container Apps, App Service)",
+                ),
+                (Some(url), None, _) => (url, "the managed identity endpoint (IDENTITY_ENDPOINT)"),
+                (None, _, Some(url)) => (url, "the managed identity endpoint (MSI_ENDPOINT)"),
+                (None, _, None) => (
+                    IMDS_ENDPOINT.into(),
+                    "IMDS (no IDENTITY_ENDPOINT: virtual machines, AKS without workload identity)",
+                ),
+            },
+        };
+        TokenEndpoint { url, via }
+    }
+}
+
+/// The instance metadata service's token endpoint, used when the platform sets no endpoint variable.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+/// Where tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEndpoint {
+    /// The endpoint's URL (no secret: the identity header travels separately).
+    pub url: String,
+    /// Which mechanism, in words.
+    pub via: &'static str,
 }
 
 #[cfg(test)]
@@ -111,6 +153,25 @@ mod tests {
             Identity::Managed {
                 client_id: Some("abc".into())
             }
+        );
+    }
+
+    #[test]
+    fn the_token_endpoint_follows_the_sdk_s_order() {
+        let managed = Identity::Managed { client_id: None };
+        let none = |_: &str| None;
+        assert_eq!(managed.token_endpoint(none).url, IMDS_ENDPOINT);
+        let app_service = |name: &str| match name {
+            "IDENTITY_ENDPOINT" => Some("http://localhost:42356/msi/token".to_string()),
+            "IDENTITY_HEADER" => Some("h".to_string()),
+            _ => None,
+        };
+        let endpoint = managed.token_endpoint(app_service);
+        assert_eq!(endpoint.url, "http://localhost:42356/msi/token");
+        assert!(endpoint.via.contains("IDENTITY_ENDPOINT"));
+        assert_eq!(
+            Identity::Workload.token_endpoint(none).url,
+            "https://login.microsoftonline.com"
         );
     }
 }

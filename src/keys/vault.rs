@@ -11,13 +11,16 @@
 //! vault host, secret name, outcome and duration, never the value.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{StatusCode, Url};
-use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use azure_core::time::OffsetDateTime;
+use azure_security_keyvault_secrets::{ResourceExt, SecretClient, SecretClientOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -125,9 +128,154 @@ trait FetchSecret: Send + Sync + fmt::Debug {
     async fn fetch(&self) -> Result<ApiKey, ReadError>;
 }
 
+/// The scope of a token for Key Vault, the one the vault's challenge names.
+pub const VAULT_SCOPE: &str = "https://vault.azure.net/.default";
+
+/// The way into one vault: the identity chosen from the environment, its credential, and a SecretClient on the
+/// shared outbound client. The service builds one for its background reads; `diagnose` builds one to run a
+/// single read, so both take exactly the same path.
+pub struct VaultAccess {
+    vault_host: String,
+    identity: Identity,
+    credential: Arc<dyn TokenCredential>,
+    verify_challenge_resource: bool,
+    client: SecretClient,
+}
+
+impl fmt::Debug for VaultAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultAccess")
+            .field("vault_host", &self.vault_host)
+            .field("identity", &self.identity.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one read found, without the value: safe to print.
+#[derive(Debug, Clone)]
+pub struct SecretInfo {
+    pub name: String,
+    /// The version the vault served (the last segment of the secret's id).
+    pub version: Option<String>,
+    /// When the secret was last changed, as the vault records it.
+    pub updated: Option<OffsetDateTime>,
+    /// Characters in the value as the service uses it (surrounding whitespace trimmed).
+    pub value_chars: usize,
+}
+
+impl VaultAccess {
+    /// Builds the credential (`lookup` reads the identity variables; the SDK reads the endpoint variables from
+    /// the process environment itself) and the SecretClient.
+    pub fn new(
+        vault_url: &str,
+        http: &HttpClient,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let url = Url::parse(vault_url).map_err(|e| format!("KEY_VAULT_URL: {e}"))?;
+        let vault_host = url
+            .host_str()
+            .ok_or_else(|| "KEY_VAULT_URL: no host".to_string())?
+            .to_owned();
+        let identity = Identity::from_lookup(lookup);
+        let credential = identity
+            .credential(transport::client_options(http))
+            .map_err(|e| {
+                format!(
+                    "Azure identity ({}): {}",
+                    identity.describe(),
+                    error_text(&e)
+                )
+            })?;
+        // The challenge names the resource the token is for; checking it against the vault's domain stops a
+        // spoofed vault from obtaining a token for another resource. A loopback vault is a local test double
+        // whose host can never be a subdomain of vault.azure.net, so the check is off only there.
+        let verify_challenge_resource = !is_loopback_host(&vault_host);
+        let client = SecretClient::new(
+            url.as_str(),
+            credential.clone(),
+            Some(SecretClientOptions {
+                client_options: transport::client_options(http),
+                verify_challenge_resource: Some(verify_challenge_resource),
+                ..Default::default()
+            }),
+        )
+        .map_err(|e| format!("KEY_VAULT_URL: {}", error_text(&e)))?;
+        Ok(Self {
+            vault_host,
+            identity,
+            credential,
+            verify_challenge_resource,
+            client,
+        })
+    }
+
+    /// The vault's host name.
+    pub fn vault_host(&self) -> &str {
+        &self.vault_host
+    }
+
+    /// The identity the credential authenticates as.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Asks the credential for a Key Vault token and returns only when it expires. The credential caches the
+    /// token, so a read right after this one reuses it.
+    pub async fn token_expiry(&self) -> Result<OffsetDateTime, ReadError> {
+        self.credential
+            .get_token(&[VAULT_SCOPE], None)
+            .await
+            .map(|token| token.expires_on)
+            .map_err(|e| ReadError::from_sdk(&e))
+    }
+
+    /// Reads the secret once, with the checks the service applies, and describes it without its value.
+    pub async fn read_once(&self, secret_name: &str) -> Result<SecretInfo, ReadError> {
+        self.read(secret_name).await.map(|(_, info)| info)
+    }
+
+    /// One read: the key, and what to say about it. Boxed so that the service's reader and `diagnose` share
+    /// one copy of the SDK's request code instead of each inlining its own.
+    fn read<'a>(&'a self, secret_name: &'a str) -> Reading<'a> {
+        Box::pin(self.read_inner(secret_name))
+    }
+
+    async fn read_inner(&self, secret_name: &str) -> Result<(ApiKey, SecretInfo), ReadError> {
+        let response = self
+            .client
+            .get_secret(secret_name, None)
+            .await
+            .map_err(|e| ReadError::from_sdk(&e))?;
+        let secret = response
+            .into_model()
+            .map_err(|_| ReadError::Invalid("the vault's answer is not a secret"))?;
+        let info = SecretInfo {
+            name: secret_name.to_owned(),
+            version: secret.resource_id().ok().and_then(|id| id.version),
+            updated: secret.attributes.as_ref().and_then(|a| a.updated),
+            value_chars: secret
+                .value
+                .as_deref()
+                .map_or(0, |v| v.trim().chars().count()),
+        };
+        match secret.value {
+            // A value that cannot be sent as a header would make every validation fail: refuse it here, so
+            // /ready stays false and the last good key (if any) keeps serving.
+            Some(value) if !value.trim().is_empty() => ApiKey::parse(value.trim())
+                .map(|key| (key, info))
+                .map_err(ReadError::Invalid),
+            _ => Err(ReadError::Invalid("the secret is empty")),
+        }
+    }
+}
+
+/// A read in flight: the key, and what to say about it.
+type Reading<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(ApiKey, SecretInfo), ReadError>> + Send + 'a>>;
+
 /// The real reader: the process's one SecretClient.
 struct SdkFetch {
-    client: SecretClient,
+    access: VaultAccess,
     secret_name: String,
 }
 
@@ -142,22 +290,10 @@ impl fmt::Debug for SdkFetch {
 #[async_trait]
 impl FetchSecret for SdkFetch {
     async fn fetch(&self) -> Result<ApiKey, ReadError> {
-        let response = self
-            .client
-            .get_secret(&self.secret_name, None)
+        self.access
+            .read(&self.secret_name)
             .await
-            .map_err(|e| ReadError::from_sdk(&e))?;
-        let secret = response
-            .into_model()
-            .map_err(|_| ReadError::Invalid("the vault's answer is not a secret"))?;
-        match secret.value {
-            // A value that cannot be sent as a header would make every validation fail: refuse it here, so
-            // /ready stays false and the last good key (if any) keeps serving.
-            Some(value) if !value.trim().is_empty() => {
-                ApiKey::parse(value.trim()).map_err(ReadError::Invalid)
-            }
-            _ => Err(ReadError::Invalid("the secret is empty")),
-        }
+            .map(|(key, _)| key)
     }
 }
 
@@ -219,45 +355,18 @@ impl VaultKeySource {
         http: &HttpClient,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let url = Url::parse(vault_url).map_err(|e| format!("KEY_VAULT_URL: {e}"))?;
-        let vault_host = url
-            .host_str()
-            .ok_or_else(|| "KEY_VAULT_URL: no host".to_string())?
-            .to_owned();
-        let identity = Identity::from_lookup(|name| std::env::var(name).ok());
-        let credential = identity
-            .credential(transport::client_options(http))
-            .map_err(|e| {
-                format!(
-                    "Azure identity ({}): {}",
-                    identity.describe(),
-                    error_text(&e)
-                )
-            })?;
-        // The challenge names the resource the token is for; checking it against the vault's domain stops a
-        // spoofed vault from obtaining a token for another resource. A loopback vault is a local test double
-        // whose host can never be a subdomain of vault.azure.net, so the check is off only there.
-        let verify_challenge_resource = !is_loopback_host(&vault_host);
-        let client = SecretClient::new(
-            url.as_str(),
-            credential,
-            Some(SecretClientOptions {
-                client_options: transport::client_options(http),
-                verify_challenge_resource: Some(verify_challenge_resource),
-                ..Default::default()
-            }),
-        )
-        .map_err(|e| format!("KEY_VAULT_URL: {}", error_text(&e)))?;
+        let access = VaultAccess::new(vault_url, http, |name| std::env::var(name).ok())?;
         tracing::info!(
-            vault = %vault_host,
+            vault = %access.vault_host,
             secret = secret_name,
-            identity = identity.describe(),
-            verify_challenge_resource,
+            identity = access.identity.describe(),
+            verify_challenge_resource = access.verify_challenge_resource,
             ttl_ms = ttl.as_millis() as u64,
             "reading the API key from Key Vault"
         );
+        let vault_host = access.vault_host.clone();
         let fetch = SdkFetch {
-            client,
+            access,
             secret_name: secret_name.to_owned(),
         };
         Self::spawn(

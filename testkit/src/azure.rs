@@ -27,6 +27,9 @@ pub const ACCESS_TOKEN: &str = "fake-access-token-3f9c";
 /// The value the fake identity endpoint requires in X-IDENTITY-HEADER.
 pub const IDENTITY_HEADER: &str = "fake-identity-header-value";
 
+/// When the fake vault's secret was last changed (Unix seconds), as its `attributes.updated` reports.
+pub const SECRET_UPDATED: u64 = 1_767_225_600;
+
 /// The resource the service must ask a token for.
 const VAULT_RESOURCE: &str = "https://vault.azure.net";
 
@@ -196,12 +199,23 @@ impl FakeVault {
         vault
     }
 
+    /// A vault serving `mode` with the certificate of `pki` (e.g. one about to expire).
+    pub async fn start_with_pki(mode: VaultMode, pki: TestPki) -> Self {
+        let mut vault = Self::unreachable_with_pki(mode, pki).await;
+        vault.bring_up().await;
+        vault
+    }
+
     /// A vault whose port is chosen but where nothing listens until [`FakeVault::bring_up`].
     pub async fn unreachable(mode: VaultMode) -> Self {
+        Self::unreachable_with_pki(mode, TestPki::new()).await
+    }
+
+    async fn unreachable_with_pki(mode: VaultMode, pki: TestPki) -> Self {
         let reserved = closed_port();
         let port = reserved.addr().port();
         Self {
-            pki: TestPki::new(),
+            pki,
             state: Arc::new(VaultState {
                 mode: Mutex::new(mode),
                 authorized_reads: AtomicUsize::new(0),
@@ -237,6 +251,11 @@ impl FakeVault {
     /// The CA file the vault's certificate chains to, for EXTRA_CA_CERTS.
     pub fn ca_file(&self) -> &Path {
         self.pki.ca_file()
+    }
+
+    /// The PKI the vault is served with, so another fake can share its CA file.
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
     }
 
     /// Changes what later authorized reads get.
@@ -288,7 +307,7 @@ impl VaultState {
                 json!({
                     "value": value,
                     "id": format!("https://localhost/secrets/{name}/0123456789abcdef"),
-                    "attributes": {"enabled": true},
+                    "attributes": {"enabled": true, "updated": SECRET_UPDATED},
                 }),
             ),
             VaultMode::Status(404) => json_response(

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_rustls::TlsAcceptor;
 
@@ -24,6 +25,16 @@ impl Drop for TestPki {
 impl TestPki {
     /// Generates the CA and the leaf, and writes the CA file to the temp directory.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Like [`TestPki::new`], with a leaf that became valid yesterday and expires `days` from now: a server
+    /// certificate about to expire.
+    pub fn with_leaf_valid_for(days: u64) -> Self {
+        Self::build(Some(days))
+    }
+
+    fn build(leaf_days: Option<u64>) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -45,6 +56,14 @@ impl TestPki {
         leaf_params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "localhost");
+        if let Some(days) = leaf_days {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("the clock is past 1970");
+            let epoch = rcgen::date_time_ymd(1970, 1, 1);
+            leaf_params.not_before = epoch + (now - Duration::from_secs(86_400));
+            leaf_params.not_after = epoch + (now + Duration::from_secs(days * 86_400));
+        }
         let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
         let leaf = leaf_params.signed_by(&leaf_key, &ca).expect("leaf cert");
 

@@ -402,8 +402,8 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// A fake RiskShield on 127.0.0.1:0 for one test, recording every score request; dropping it stops it.
 pub struct FakeRiskShield {
     addr: SocketAddr,
-    scheme: &'static str,
     state: Arc<State>,
+    tls: bool,
     _server: Server,
 }
 
@@ -423,8 +423,9 @@ impl FakeRiskShield {
         Self::serve(plan, None).await
     }
 
-    /// Serves `plan` over HTTPS with a certificate from `pki` (for 127.0.0.1), so the service reaches it only
-    /// if it trusts `pki`'s CA. A connection whose TLS handshake fails is counted but sees no step.
+    /// Serves `plan` over HTTPS with a certificate from `pki` (for localhost and 127.0.0.1; [`Self::url`] names
+    /// localhost), so the service reaches it only if it trusts `pki`'s CA. Connections are counted when
+    /// accepted, before the handshake: one whose handshake fails is counted but sees no step.
     pub async fn https(plan: Plan, pki: &TestPki) -> Self {
         Self::serve(plan, Some(pki.acceptor())).await
     }
@@ -436,7 +437,7 @@ impl FakeRiskShield {
             .expect("bind the fake RiskShield");
         let state = Arc::new(State::from(plan));
         let shared = Arc::clone(&state);
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let https = tls.is_some();
         let server = Server::spawn(listener, move |stream| {
             shared.connections.fetch_add(1, Ordering::SeqCst);
             let state = Arc::clone(&shared);
@@ -455,8 +456,8 @@ impl FakeRiskShield {
         .expect("the fake RiskShield's address");
         Self {
             addr: server.addr(),
-            scheme,
             state,
+            tls: https,
             _server: server,
         }
     }
@@ -468,7 +469,12 @@ impl FakeRiskShield {
 
     /// The base URL to configure as RISKSHIELD_API_URL (the service POSTs to `{url}/score`).
     pub fn url(&self) -> String {
-        format!("{}://{}/v1", self.scheme, self.addr)
+        if self.tls {
+            // The test certificate names localhost: a client that checks the name, or resolves it, can.
+            format!("https://localhost:{}/v1", self.addr.port())
+        } else {
+            format!("http://{}/v1", self.addr)
+        }
     }
 
     /// Every score request so far, answered or rejected.

@@ -7,6 +7,7 @@
 mod api;
 mod auth;
 mod binary;
+mod diagnose;
 mod drain;
 mod metrics_formats;
 mod ops;

@@ -565,7 +565,7 @@ async fn an_https_upstream_is_reached_through_extra_ca_certs() {
     let pki = TestPki::new();
     let fake = FakeRiskShield::https(Plan::new(Step::ok(61, "HIGH")), &pki).await;
     assert!(
-        fake.url().starts_with("https://127.0.0.1:"),
+        fake.url().starts_with("https://localhost:"),
         "{}",
         fake.url()
     );

@@ -1,0 +1,223 @@
+//! The network probes: DNS, TCP and a TLS handshake against one host, each answering in an operator's words.
+//!
+//! The handshake uses the service's own connector type and rustls configuration ([`outbound::tls_config`]:
+//! bundled roots plus EXTRA_CA_CERTS, ring) with its verifier wrapped only to remember the certificate it was
+//! shown, so a refused certificate can still be named (a TLS-inspecting proxy's CA is the usual culprit).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_rustls::MaybeHttpsStream;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use super::cert::{self, CertSummary};
+use crate::keys::transport::error_text;
+use crate::outbound;
+
+/// A certificate that expires sooner than this fails the check: time enough to renew before an outage.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The addresses the system resolver (the one the service's connector uses) gives for `host`, in its order,
+/// without duplicates.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let found = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{host} does not resolve: {e}"))?;
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address that accepts, in order, as the service's connector does.
+pub async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
+    let mut failures = Vec::new();
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// What a successful handshake found.
+#[derive(Debug)]
+pub struct Handshake {
+    pub protocol: String,
+    pub certificate: Option<CertSummary>,
+}
+
+/// Why a handshake failed, with the certificate the server showed if it got that far.
+#[derive(Debug)]
+pub struct HandshakeError {
+    pub reason: String,
+    pub certificate: Option<CertSummary>,
+}
+
+/// Runs a TLS handshake with the host of `uri` through the service's own connector type (hyper-rustls over
+/// hyper-util's resolver and TCP connector, the TLS configuration of [`outbound::tls_config`]), then closes the
+/// connection without sending a request.
+pub async fn handshake(
+    uri: Uri,
+    extra_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
+) -> Result<Handshake, HandshakeError> {
+    let fail = |reason: String, certificate: Option<CertSummary>| HandshakeError {
+        reason,
+        certificate,
+    };
+    let mut config = outbound::tls_config(extra_roots).map_err(|e| fail(e.to_string(), None))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = outbound::root_store(extra_roots).map_err(|e| fail(e.to_string(), None))?;
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| fail(e.to_string(), None))?;
+    let seen = Arc::new(Mutex::new(None));
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(Recording {
+            inner,
+            seen: seen.clone(),
+        }));
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let mut connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let result = connector.call(uri).await;
+    let certificate = seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .and_then(|der: CertificateDer<'static>| cert::summarize(&der));
+    match result {
+        Ok(MaybeHttpsStream::Https(tls)) => {
+            let protocol = tls
+                .inner()
+                .get_ref()
+                .1
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("TLS")
+                .replace('_', ".");
+            Ok(Handshake {
+                protocol,
+                certificate,
+            })
+        }
+        Ok(MaybeHttpsStream::Http(_)) => Err(fail("the connection is not TLS".into(), None)),
+        Err(e) => Err(fail(handshake_reason(e.as_ref()), certificate)),
+    }
+}
+
+/// The handshake error in words: the error chain, plus what an operator can do about the usual ones.
+fn handshake_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut rustls_error = None;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            rustls_error = Some(found);
+            break;
+        }
+        // An io::Error's source() skips the error it wraps, so step into that one instead.
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    let advice = match rustls_error {
+        Some(rustls::Error::InvalidCertificate(cause)) => match cause {
+            rustls::CertificateError::UnknownIssuer
+            | rustls::CertificateError::BadSignature
+            | rustls::CertificateError::InvalidPurpose => {
+                " (the certificate does not chain to a bundled root or one in EXTRA_CA_CERTS; behind a TLS-inspecting proxy, add the proxy's CA to EXTRA_CA_CERTS)"
+            }
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                " (the server's certificate has expired, or this machine's clock is wrong)"
+            }
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => {
+                " (the certificate is for another host name: check the URL, or a proxy in the path)"
+            }
+            _ => "",
+        },
+        _ => "",
+    };
+    format!("handshake failed: {}{advice}", error_text(error))
+}
+
+/// Days from `now` until `summary` expires, rounded down (negative once expired).
+pub fn days_left(summary: &CertSummary, now: i64) -> i64 {
+    (summary.not_after - now).div_euclid(86_400)
+}
+
+/// Delegates every decision to the service's verifier and keeps the end-entity certificate it was shown.
+struct Recording {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: Arc<Mutex<Option<CertificateDer<'static>>>>,
+}
+
+impl fmt::Debug for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recording").finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(end_entity.clone().into_owned());
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
