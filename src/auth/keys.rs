@@ -116,6 +116,27 @@ impl SigningKeys {
         Ok(keys)
     }
 
+    /// One fetch, without a cache or a background task (for `diagnose`): how many signing keys the issuer
+    /// publishes, or why they could not be fetched, in the words the service logs.
+    pub async fn fetch_once(discovery: &str, http: HttpClient) -> Result<usize, String> {
+        let discovery: Uri = discovery
+            .parse()
+            .map_err(|_| format!("cannot build the discovery URL {discovery}"))?;
+        let (stop, _stopped) = watch::channel(());
+        let once = Self {
+            discovery,
+            http,
+            keys: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(None),
+            _stop: stop,
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, once.fetch())
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+            .map(|keys| keys.len())
+            .map_err(|e| e.to_string())
+    }
+
     /// The key for `kid`, from the cache. Never waits.
     pub fn lookup(&self, kid: &str) -> Lookup {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());

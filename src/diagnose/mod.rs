@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::Uri;
 use serde::Serialize;
 
+use crate::auth::keys::SigningKeys;
 use crate::config::{Config, KeySourceConfig};
 use crate::keys::identity::Identity;
 use crate::keys::vault::{ReadError, VaultAccess};
@@ -165,24 +166,34 @@ pub async fn run(
         }
     }
 
-    checks.push(auth_check(lookup));
+    let auth_http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)
+        .map_err(|e| e.to_string());
+    checks.push(auth_check(config, auth_http, timeout).await);
     Report::new(checks)
 }
 
-/// The `auth` check. Caller authentication (AUTH_MODE) is not part of this build's configuration, so there is
-/// nothing to fetch: with AUTH_MODE=entra this is where the issuer's OpenID configuration and JWKS are to be
-/// fetched through the same outbound client, reporting the number of keys.
-fn auth_check(lookup: &(dyn Fn(&str) -> Option<String> + Sync)) -> Check {
-    match lookup("AUTH_MODE").map(|m| m.trim().to_ascii_lowercase()) {
-        None => skip("auth", "caller authentication is off"),
-        Some(mode) if mode.is_empty() || mode == "off" => {
-            skip("auth", "caller authentication is off")
+/// The `auth` check (AUTH_MODE=entra): the issuer's OpenID configuration and JWKS fetched through the
+/// service's outbound client, as the service fetches them, reporting the number of signing keys.
+async fn auth_check(config: &Config, http: Result<HttpClient, String>, timeout: Duration) -> Check {
+    let Some(auth) = &config.auth else {
+        return skip("auth", "caller authentication is off");
+    };
+    let discovery = auth.discovery_url();
+    let work: Work<'_> = Box::pin(async move {
+        let keys = SigningKeys::fetch_once(&discovery, http?)
+            .await
+            .map_err(|e| format!("{e} (from {discovery})"))?;
+        if keys == 0 {
+            return Err(format!(
+                "{discovery} names a JWKS with no RSA signing key: every token would be refused"
+            ));
         }
-        Some(mode) => skip(
-            "auth",
-            &format!("AUTH_MODE={mode}: this build does not check caller authentication"),
-        ),
-    }
+        Ok(format!(
+            "issuer {}: OpenID configuration and JWKS fetched, {keys} signing key(s)",
+            auth.issuer
+        ))
+    });
+    timed("auth".into(), timeout, work).await
 }
 
 /// What `serve` would run with, secrets shown only as `set`.

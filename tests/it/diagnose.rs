@@ -5,6 +5,7 @@ use serde_json::Value;
 use testkit::azure::{
     ACCESS_TOKEN, FakeVault, IDENTITY_HEADER, SECRET_UPDATED, TestPki, VaultMode,
 };
+use testkit::openid::{FakeIssuer, TestSigner};
 use testkit::riskshield::{FakeRiskShield, Plan, Step};
 
 use crate::support::{BIN, Fixture, SECRET_NAME};
@@ -339,4 +340,43 @@ async fn invalid_configuration_exits_64_with_the_lines_of_serve() {
     let (code, _, err) = testkit::process::run(BIN, &["diagnose", "--timeout", "soon"], &[]).await;
     assert_eq!(code, 64);
     assert!(err.contains("--timeout"), "{err}");
+}
+
+#[tokio::test]
+async fn with_caller_authentication_the_issuers_keys_are_fetched_and_counted() {
+    let one = TestSigner::from_pem("key-1", include_str!("../fixtures/jwt-signing-key-1.pem"));
+    let two = TestSigner::from_pem("key-2", include_str!("../fixtures/jwt-signing-key-2.pem"));
+    let mut issuer = FakeIssuer::start(vec![one.jwk(), two.jwk()]).await;
+    let iss = issuer.issuer();
+    let ca = issuer.ca_file().display().to_string();
+    let env = [
+        ("AUTH_MODE", "entra"),
+        ("AUTH_ISSUER", iss.as_str()),
+        ("AUTH_AUDIENCE", "api://applicant-validator"),
+        ("EXTRA_CA_CERTS", ca.as_str()),
+    ];
+    let run = diagnose(&env).await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    run.expect(&[("auth", "ok")]);
+    assert!(
+        run.detail("auth").contains("2 signing key(s)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(issuer.jwks_requests(), 1);
+
+    // The issuer down: the check fails and says what it could not reach.
+    issuer.take_down();
+    let run = diagnose(&env).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    run.expect(&[("auth", "fail")]);
+    assert!(
+        run.detail("auth").contains("OpenID configuration"),
+        "{}",
+        run.stdout
+    );
+
+    // Off: nothing to fetch.
+    let run = diagnose(&[]).await;
+    run.expect(&[("auth", "skip")]);
 }
