@@ -66,10 +66,7 @@ fn run_diagnose(args: &DiagnoseArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("applicant-validator: cannot start the runtime: {e}");
@@ -105,10 +102,7 @@ fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
         Ok(p) => p,
         Err(why) => return fail(&why),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start: {e}")),
     };
@@ -136,10 +130,7 @@ fn run_serve(args: &ServeArgs) -> ExitCode {
     }
     // This thread's runtime runs the background work (vault reads, the rate limiter's sweeper) and the
     // signal handling; requests are served on the worker threads, each with its own runtime.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("applicant-validator: cannot start the runtime: {e}");
@@ -194,4 +185,12 @@ fn forward_signals() -> mpsc::Receiver<StopSignal> {
         _ => tracing::error!("cannot install signal handlers; stop with SIGKILL"),
     }
     rx
+}
+
+/// The main thread's runtime: a single thread serves `healthcheck` and `diagnose` whole, and for `serve` runs
+/// the background work and the signal handling while the workers serve requests on their own threads.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
