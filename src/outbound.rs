@@ -92,9 +92,65 @@ pub fn build_client(
         .build(https))
 }
 
+/// First wait after a failed background read (Key Vault secret, signing keys); it doubles per failure.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest wait between retries of a failed background read.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The wait after `failures` consecutive failed background reads: 1 s, 2 s, 4 s, ... capped at
+/// min(30 s, `ttl`), so a read that is due anyway is never postponed past its period.
+pub fn retry_delay(failures: u32, ttl: Duration) -> Duration {
+    let doubling = FIRST_RETRY_DELAY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubling.min(MAX_RETRY_DELAY).min(ttl)
+}
+
+/// Error text longer than this is cut: SDK and client errors can embed whole response bodies.
+const MAX_ERROR_TEXT: usize = 400;
+
+/// The error and its causes on one line, cut to a loggable length: hyper-util's own message ("client
+/// error (Connect)") hides the reason, which is in the causes.
+pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_is_capped() {
+        let ttl = Duration::from_secs(300);
+        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n, ttl).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            retry_delay(5, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(retry_delay(u32::MAX, ttl), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn error_text_is_one_bounded_line() {
+        let long = std::io::Error::other(format!("a\nb {}", "x".repeat(1000)));
+        let text = error_text(&long);
+        assert!(!text.contains('\n'));
+        assert_eq!(text.chars().count(), MAX_ERROR_TEXT + 1);
+    }
 
     #[test]
     fn bundled_roots_are_present() {

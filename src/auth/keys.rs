@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::is_loopback_host;
-use crate::outbound::HttpClient;
+use crate::outbound::{HttpClient, error_text, retry_delay};
 
 /// How often the keys are re-fetched while all is well (Entra rotates its keys with weeks of overlap).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
@@ -35,9 +35,6 @@ pub const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Upper bound for one fetch (discovery and JWKS together).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Largest discovery document or JWKS read (Entra's JWKS is about 10 KB).
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -250,7 +247,7 @@ impl SigningKeys {
             .http
             .request(request)
             .await
-            .map_err(|e| unreachable(&error_chain(&e)))?;
+            .map_err(|e| unreachable(&error_text(&e)))?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status {
                 what,
@@ -270,18 +267,6 @@ fn invalid(what: &'static str, error: impl std::fmt::Display) -> FetchError {
         what,
         detail: error.to_string(),
     }
-}
-
-/// The client error with its causes: hyper-util's own message ("client error (Connect)") hides the reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The JWKS location must be https, or plain http on a loopback host (a local test issuer).
@@ -331,7 +316,7 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, FetchError> {
 /// Fetches at once, then every [`REFRESH_INTERVAL`], retrying failures with backoff, until the keys are
 /// dropped.
 async fn refresh_loop(keys: Weak<SigningKeys>, mut stop: watch::Receiver<()>) {
-    let mut retry_delay = FIRST_RETRY_DELAY;
+    let mut failures = 0u32;
     let mut reason = "startup";
     loop {
         let Some(strong) = keys.upgrade() else {
@@ -343,14 +328,13 @@ async fn refresh_loop(keys: Weak<SigningKeys>, mut stop: watch::Receiver<()>) {
         };
         drop(strong);
         let wait = if ok {
-            retry_delay = FIRST_RETRY_DELAY;
+            failures = 0;
             reason = "interval";
             REFRESH_INTERVAL
         } else {
-            let wait = retry_delay;
-            retry_delay = (retry_delay * 2).min(MAX_RETRY_DELAY);
+            failures = failures.saturating_add(1);
             reason = "retry";
-            wait
+            retry_delay(failures, REFRESH_INTERVAL)
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::cert::{self, CertSummary};
-use crate::keys::transport::error_text;
 use crate::outbound;
+use crate::outbound::error_text;
 
 /// A certificate that expires sooner than this fails the check: time enough to renew before an outage.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;

@@ -22,7 +22,7 @@ use azure_core::http::{
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::outbound::HttpClient;
+use crate::outbound::{HttpClient, error_text};
 
 /// Deadline for one HTTP exchange with the vault or the identity endpoint, body included.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
@@ -125,28 +125,6 @@ impl azure_core::http::HttpClient for HyperTransport {
     }
 }
 
-/// Error text longer than this is cut: SDK errors can embed whole response bodies.
-const MAX_ERROR_TEXT: usize = 400;
-
-/// The error and its causes on one line, cut to a loggable length.
-pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match text.char_indices().nth(MAX_ERROR_TEXT) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
 /// Client options for every SDK client in the process: our transport and a short retry budget
 /// (0.25 s then 0.5 s between attempts, nothing after 3 s).
 pub fn client_options(client: &HttpClient) -> ClientOptions {
@@ -169,14 +147,6 @@ pub fn client_options(client: &HttpClient) -> ClientOptions {
 mod tests {
     use super::*;
     use azure_core::http::{HttpClient as _, Method, Url};
-
-    #[test]
-    fn error_text_is_one_bounded_line() {
-        let long = std::io::Error::other(format!("a\nb {}", "x".repeat(1000)));
-        let text = error_text(&long);
-        assert!(!text.contains('\n'));
-        assert_eq!(text.chars().count(), MAX_ERROR_TEXT + 1);
-    }
 
     fn client() -> HttpClient {
         crate::outbound::build_client(&[], Duration::from_secs(2)).expect("client")

@@ -25,22 +25,16 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::identity::Identity;
-use super::transport::{self, error_text};
+use super::transport;
 use crate::config::is_loopback_host;
 use crate::domain::ApiKey;
-use crate::outbound::HttpClient;
+use crate::outbound::{HttpClient, error_text, retry_delay};
 use crate::telemetry::metrics::Metrics;
 
 /// Upper bound for one vault read, token acquisition and SDK retries included. The SDK's own budget is
 /// shorter (see [`transport::client_options`]); this also covers IMDS, whose credential imposes its own
 /// long retry schedule.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// First wait after a failed read; it doubles per consecutive failure.
-const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Longest wait between retries of a failed read (also capped by SECRET_CACHE_TTL).
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// Why a vault read failed. The variants map to fixed metric labels and to what an operator should check.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -554,12 +548,6 @@ impl VaultKeySource {
     }
 }
 
-/// The wait after `failures` consecutive failed reads: 1 s, 2 s, 4 s, ... capped at min(30 s, ttl).
-pub fn retry_delay(failures: u32, ttl: Duration) -> Duration {
-    let doubling = FIRST_RETRY_DELAY.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    doubling.min(MAX_RETRY_DELAY).min(ttl)
-}
-
 /// Reads at startup, then every `ttl`, retrying failures with backoff. Holds the source only weakly and only
 /// while reading, and stops when the source is dropped.
 async fn refresh_loop(source: Weak<VaultKeySource>, mut stop: watch::Receiver<()>, ttl: Duration) {
@@ -687,18 +675,6 @@ mod tests {
 
     fn key_of(source: &VaultKeySource) -> Option<String> {
         source.current().map(|k| k.expose().to_owned())
-    }
-
-    #[test]
-    fn backoff_doubles_from_one_second_and_is_capped() {
-        let ttl = Duration::from_secs(300);
-        let delays: Vec<u64> = (1..=7).map(|n| retry_delay(n, ttl).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
-        assert_eq!(
-            retry_delay(5, Duration::from_secs(5)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(retry_delay(u32::MAX, ttl), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
