@@ -13,12 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/tools.sh
+
 TARGET=x86_64-unknown-linux-musl
-VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
-REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [[ "$REVISION" != unknown ]] && ! git diff --quiet HEAD -- 2>/dev/null; then
-    REVISION="${REVISION}-dirty"
-fi
 IMAGE="${IMAGE:-applicant-validator}"
 FAKE_IMAGE="${FAKE_IMAGE:-fake-riskshield}"
 TAG="${TAG:-$VERSION}"
@@ -46,7 +43,6 @@ mkdir -p "$context/dist/service" "$context/dist/fake"
 
 # The service binary is built with cargo-auditable, which embeds its dependency list (a .dep-v0 section) so
 # that scanners (Trivy, Grype, Syft) can see the crates in a FROM scratch image that has no package database.
-. scripts/tools.sh
 ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
 
 # Two cargo invocations on purpose: building an example unifies dev-dependency features (tokio's test-util)

@@ -15,11 +15,6 @@ cd "$(dirname "$0")/.."
 
 TARGET=x86_64-unknown-linux-musl
 OUT_DIR="${SBOM_DIR:-dist/sbom}"
-VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
-REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [[ "$REVISION" != unknown ]] && ! git diff --quiet HEAD -- 2>/dev/null; then
-    REVISION="${REVISION}-dirty"
-fi
 BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator"
 VENV="$CACHE/sbom-venv"
