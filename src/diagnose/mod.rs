@@ -117,7 +117,9 @@ pub async fn run(
     timeout: Duration,
 ) -> Report {
     let mut checks = vec![config_check(config, lookup)];
-    let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout);
+    // One client for the vault and the issuer, as the service has.
+    let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)
+        .map_err(|e| e.to_string());
     let probe = Probe {
         extra_roots: &config.extra_ca_certs,
         connect_timeout: config.connect_timeout,
@@ -147,7 +149,7 @@ pub async fn run(
             let endpoint = identity.token_endpoint(lookup);
             erased(probe.host(&mut checks, "identity", &endpoint.url)).await;
             let access = http
-                .map_err(|e| e.to_string())
+                .clone()
                 .and_then(|http: HttpClient| VaultAccess::new(url, &http, lookup));
             erased(vault_checks(
                 &mut checks,
@@ -166,9 +168,7 @@ pub async fn run(
         }
     }
 
-    let auth_http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)
-        .map_err(|e| e.to_string());
-    checks.push(auth_check(config, auth_http, timeout).await);
+    checks.push(auth_check(config, http, timeout).await);
     Report::new(checks)
 }
 
