@@ -82,7 +82,8 @@ pub async fn handshake(
         certificate,
     };
     let mut config = outbound::tls_config(extra_roots).map_err(|e| fail(e.to_string(), None))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The service's own provider: the check accepts exactly the certificates the service would.
+    let provider = Arc::new(outbound::crypto_provider());
     let roots = outbound::root_store(extra_roots).map_err(|e| fail(e.to_string(), None))?;
     let inner =
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)

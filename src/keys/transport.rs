@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use azure_core::async_runtime::{
+    AbortableTask, AsyncRuntime, SpawnedTask, TaskFuture, set_async_runtime,
+};
 use azure_core::error::{Error, ErrorKind};
 use azure_core::http::headers::{HeaderName, HeaderValue, Headers};
 use azure_core::http::request::{Body, Request};
@@ -128,6 +131,7 @@ impl azure_core::http::HttpClient for HyperTransport {
 /// Client options for every SDK client in the process: our transport and a short retry budget
 /// (0.25 s then 0.5 s between attempts, nothing after 3 s).
 pub fn client_options(client: &HttpClient) -> ClientOptions {
+    install_runtime();
     ClientOptions {
         transport: Some(Transport::new(Arc::new(HyperTransport::new(
             client.clone(),
@@ -143,10 +147,86 @@ pub fn client_options(client: &HttpClient) -> ClientOptions {
     }
 }
 
+/// The SDK's sleeps (between retries) and spawns run on the caller's tokio runtime.
+///
+/// The SDK's own tokio support is not enabled: it turns on tokio's multi-threaded scheduler, which the binary
+/// never runs (one single-threaded runtime per worker), and that scheduler weighs about 74 KB of the static
+/// binary (docs/container.md, size table). Without a runtime of ours the SDK would fall back to a thread per
+/// sleep, and `tokio::time::pause` in the tests would not reach its retry delays.
+struct TokioRuntime;
+
+/// The SDK's handle on a task spawned with [`TokioRuntime`].
+struct Spawned(tokio::task::JoinHandle<()>);
+
+impl std::future::Future for Spawned {
+    type Output = Result<(), Box<dyn std::error::Error + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| done.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send>))
+    }
+}
+
+impl AbortableTask for Spawned {
+    fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl AsyncRuntime for TokioRuntime {
+    fn spawn(&self, f: TaskFuture) -> SpawnedTask {
+        Box::pin(Spawned(tokio::spawn(f)))
+    }
+
+    fn sleep(&self, duration: azure_core::time::Duration) -> TaskFuture {
+        // A negative duration (never asked for by the SDK's retry policy) is no wait at all.
+        let duration = Duration::try_from(duration).unwrap_or(Duration::ZERO);
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn yield_now(&self) -> TaskFuture {
+        Box::pin(tokio::task::yield_now())
+    }
+}
+
+/// Makes [`TokioRuntime`] the SDK's runtime, once per process (later calls find it set and change nothing).
+fn install_runtime() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Fails only when a runtime is already set, which is then this same one.
+        let _ = set_async_runtime(Arc::new(TokioRuntime));
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use azure_core::async_runtime::get_async_runtime;
     use azure_core::http::{HttpClient as _, Method, Url};
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sdk_sleeps_and_spawns_on_tokio() {
+        install_runtime();
+        let runtime = get_async_runtime();
+        // With time paused, the hour passes at once on tokio's timer; a sleep anywhere else would still be
+        // pending when the (also paused) two-hour timeout fires.
+        let slept = tokio::time::timeout(
+            Duration::from_secs(7200),
+            runtime.sleep(azure_core::time::Duration::hours(1)),
+        )
+        .await;
+        assert!(slept.is_ok(), "the SDK's sleep is not on tokio's timer");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = runtime.spawn(Box::pin(async move {
+            let _ = tx.send(tokio::task::try_id().is_some());
+        }));
+        assert!(task.await.is_ok());
+        assert_eq!(rx.await.ok(), Some(true), "the task ran as a tokio task");
+    }
 
     fn client() -> HttpClient {
         crate::outbound::build_client(&[], Duration::from_secs(2)).expect("client")
