@@ -3,11 +3,10 @@
 use std::process::ExitCode;
 
 use applicant_validator::app::{StopSignal, Stopped};
-use applicant_validator::cli::{Cli, Command, DiagnoseArgs, HealthcheckArgs, ServeArgs};
+use applicant_validator::cli::{self, Command, DiagnoseArgs, HealthcheckArgs, Parsed, ServeArgs};
 use applicant_validator::config::{self, EXIT_CONFIG};
 use applicant_validator::telemetry::logging;
 use applicant_validator::{app, diagnose, healthcheck};
-use clap::FromArgMatches;
 use tokio::sync::mpsc;
 
 /// musl's malloc takes a global lock; the static binary uses mimalloc instead (measured in docs/benchmarks.md).
@@ -16,27 +15,20 @@ use tokio::sync::mpsc;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // args_os: an argument that is not UTF-8 must reach clap (which reports it), not panic here.
-    let healthcheck_requested =
-        std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("healthcheck"));
-    let parsed = Cli::command_with_env_help()
-        .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
+    // args_os: an argument that is not UTF-8 must reach the parser (which reports it), not panic here.
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(command)) => command,
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    ExitCode::SUCCESS
-                }
-                // Docker reserves exit code 2, which clap would use: a healthcheck reports 1.
-                _ if healthcheck_requested => ExitCode::from(1),
-                _ => ExitCode::from(EXIT_CONFIG as u8),
-            };
+            eprintln!("{}", e.message);
+            // Docker reserves exit code 2: a healthcheck reports 1, everything else 64 like a bad variable.
+            return ExitCode::from(if e.healthcheck { 1 } else { EXIT_CONFIG as u8 });
         }
     };
-    match cli.command {
+    match cli {
         Command::Healthcheck(args) => run_healthcheck(&args),
         Command::Serve(args) => run_serve(&args),
         Command::Diagnose(args) => run_diagnose(&args),
@@ -94,7 +86,7 @@ fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
     };
     let probe = match &args.url {
         Some(url) => healthcheck::Probe::from_url(url),
-        None => healthcheck::probe_addr(args.listen.host.as_deref(), args.listen.port.as_deref())
+        None => healthcheck::probe_addr(args.host.as_deref(), args.port.as_deref())
             .map(healthcheck::Probe::local)
             .map_err(|e| e.join("; ")),
     };
