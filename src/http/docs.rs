@@ -22,7 +22,9 @@ pub fn openapi_document() -> Bytes {
 
 /// The docs page as served, built once at startup: its "Try it" form asks for a bearer token only when
 /// caller authentication is on, since the service ignores one otherwise and an unused secret field invites
-/// pasting tokens for nothing.
+/// pasting tokens for nothing. That field is plain text rather than a password field, so that no browser
+/// offers to keep the token in its password manager; the form's `autocomplete="off"` keeps every value out of
+/// the browser's form history.
 #[derive(Debug, Clone)]
 pub struct DocsPage {
     pub html: Bytes,

@@ -452,7 +452,7 @@ async fn the_docs_form_asks_for_a_bearer_token_with_auth_on() {
     let reply = app.get("/docs").await;
     assert_eq!(reply.status, StatusCode::OK);
     let html = reply.text();
-    assert!(html.contains(r#"<input id="try-token" name="token" type="password""#));
+    assert!(html.contains(r#"<input id="try-token" name="token" autocapitalize="off""#));
     assert!(!html.contains("Caller authentication is off"));
     assert!(!html.contains("<!--if auth-->") && !html.contains("<!--else-->"));
     assert!(
