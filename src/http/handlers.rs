@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
-use super::docs::{DOCS_HTML, VERSION};
+use super::docs::VERSION;
 use super::response::{bytes_response, error_response, json_response};
 use super::state::{AppState, Body, RequestContext};
 use crate::auth::CallerApp;
@@ -53,13 +53,18 @@ pub async fn route(state: &AppState, lane: &Lane, request: Request<Incoming>) ->
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
         Route::Validate | Route::ApiValidate => authenticated(state, lane, &ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
-        Route::Docs => bytes_response(
-            "text/html; charset=utf-8",
-            Bytes::from_static(DOCS_HTML.as_bytes()),
-        ),
+        Route::Docs => docs(state),
         Route::Metrics => metrics(state, request.headers()),
         Route::Unmatched => error_response(&AppError::NotFound, &ctx.correlation_id),
     }
+}
+
+fn docs(state: &AppState) -> Response<Body> {
+    let mut response = bytes_response("text/html; charset=utf-8", state.docs.html.clone());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, state.docs.csp.clone());
+    response
 }
 
 fn health(state: &AppState) -> Response<Body> {

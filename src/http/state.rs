@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
 use tokio::time::Instant;
 
-use super::docs::openapi_document;
+use super::docs::{DocsPage, openapi_document};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::ratelimit::ClientLimiter;
@@ -41,6 +41,8 @@ pub struct AppState {
     /// Client connections currently open, over all workers (for the drain's log line).
     open_connections: Arc<AtomicUsize>,
     pub(crate) openapi: Bytes,
+    /// The docs page for this configuration (its form asks for a token only with AUTH_MODE=entra).
+    pub(crate) docs: DocsPage,
 }
 
 /// Counts one open connection until dropped.
@@ -63,6 +65,7 @@ impl AppState {
     ) -> Self {
         Self {
             openapi: openapi_document(),
+            docs: DocsPage::render(config.auth.is_some()),
             limiter,
             auth: None,
             config,

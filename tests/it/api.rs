@@ -529,7 +529,77 @@ async fn docs_page_is_self_contained_html() {
     );
     let html = String::from_utf8_lossy(&r.body);
     assert!(html.contains("/api/v1/validate"));
-    assert!(!html.contains("<script src=\"http"), "no CDN scripts");
+    assert!(
+        !html.contains("<script src"),
+        "only the page's own inline script"
+    );
+    s.stop().await;
+}
+
+/// The "Try it" form: its fields, hidden until its script runs (with a note for readers without JavaScript),
+/// no token field while authentication is off, and a policy that lets only the page's own script and style
+/// run and its requests go only to this service. (scripts/browser-check.sh runs it in a real browser.)
+#[tokio::test]
+async fn docs_page_has_a_try_it_form_under_a_strict_policy() {
+    let s = demo().await;
+    let r = get(&s.url("/docs")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&r.body);
+    assert!(html.contains(r#"<form id="try-form" method="post" autocomplete="off" hidden>"#));
+    for field in ["firstName", "lastName", "idNumber", "correlationId"] {
+        assert!(html.contains(&format!(r#"name="{field}""#)), "{field}");
+    }
+    assert!(
+        !html.contains(r#"name="token""#),
+        "no token field with AUTH_MODE=off"
+    );
+    assert!(html.contains("Caller authentication is off on this service"));
+    assert!(html.contains("<noscript>"));
+    assert_eq!(html.matches("<script>").count(), 1);
+    assert!(html.contains(r#"fetch("/api/v1/validate""#));
+    for header in [
+        "X-Correlation-ID",
+        "Retry-After",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    ] {
+        assert!(
+            html.contains(&format!(r#""{header}""#)),
+            "{header} is shown"
+        );
+    }
+    // What the user typed and what the service answered only ever go into text nodes and the request.
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "document.write",
+        "localStorage",
+        "sessionStorage",
+    ] {
+        assert!(!html.contains(sink), "{sink}");
+    }
+    assert!(!html.contains("<!--if auth-->") && !html.contains("<!--else-->"));
+
+    let csp = r.header("content-security-policy").expect("a CSP on /docs");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-"),
+        "{csp}"
+    );
+    for directive in [
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "form-action 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    // Rendered once at startup: every request gets the same page and policy.
+    let again = get(&s.url("/docs")).await;
+    assert_eq!(again.body, r.body);
+    assert_eq!(again.header("content-security-policy"), Some(csp));
     s.stop().await;
 }
 

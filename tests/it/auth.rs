@@ -443,6 +443,25 @@ async fn an_unreachable_issuer_at_start_answers_503_then_recovers() {
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 }
 
+/// With AUTH_MODE=entra the docs page's "Try it" form asks for the bearer token the service will want.
+#[tokio::test]
+async fn the_docs_form_asks_for_a_bearer_token_with_auth_on() {
+    let one = signer_one();
+    let issuer = FakeIssuer::start(vec![one.jwk()]).await;
+    let app = start_app(&issuer, &[]).await;
+    let reply = app.get("/docs").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = reply.text();
+    assert!(html.contains(r#"<input id="try-token" name="token" autocapitalize="off""#));
+    assert!(!html.contains("Caller authentication is off"));
+    assert!(!html.contains("<!--if auth-->") && !html.contains("<!--else-->"));
+    assert!(
+        reply
+            .header("content-security-policy")
+            .is_some_and(|csp| csp.contains("script-src 'sha256-"))
+    );
+}
+
 #[tokio::test]
 async fn the_rate_limit_counts_per_calling_application() {
     let one = signer_one();

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The /docs page in a real browser: starts the service in demo mode on a free loopback port and drives Debian's
+# headless Chromium through the DevTools protocol (scripts/browser_check.py, Python's standard library only):
+# the page loads with no console error or CSP violation, the "Try it" form sends a valid applicant and shows
+# 200 with its score, an invalid one shows the 422, nothing typed lands in the address or in storage, and with
+# JavaScript off the form stays hidden behind its <noscript> note. Fails on any of that; one summary line last.
+#
+# Usage: scripts/browser-check.sh [BINARY]
+#   BINARY  the service binary to run; default: the static release binary, built as scripts/conformance.sh
+#           builds it (CI calls this right after conformance, so nothing is rebuilt)
+# Env:    BROWSER_CHECK_SCREENSHOT=PATH  also save a PNG of the page after the form was used
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=x86_64-unknown-linux-musl
+
+log() { printf '[browser-check] %s\n' "$*" >&2; }
+
+sudo_cmd=()
+if [[ "$(id -u)" != 0 ]]; then sudo_cmd=(sudo); fi
+
+# --- tools -------------------------------------------------------------------------------------------------
+if ! command -v chromium >/dev/null; then
+  log "installing Debian's chromium"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
+fi
+CHROMIUM=$(command -v chromium)
+log "$("$CHROMIUM" --version 2>/dev/null | head -n 1)"
+
+if [[ $# -ge 1 ]]; then
+  BIN=$1
+else
+  log "building the static release binary"
+  . scripts/tools.sh
+  ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
+  cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator >&2
+  BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator
+fi
+if [[ ! -x "$BIN" ]]; then
+  log "no executable service binary at $BIN"
+  exit 1
+fi
+
+# --- the service -------------------------------------------------------------------------------------------
+WORK=$(mktemp -d)
+PID=
+cleanup() {
+  if [[ -n "$PID" ]]; then
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+probe() { python3 scripts/bench_probe.py "$@"; }
+
+PORT=$(probe free-port)
+HOST=127.0.0.1 PORT=$PORT DEMO_MODE=true LOG_LEVEL=WARN "$BIN" serve >"$WORK/service.log" 2>&1 &
+PID=$!
+if ! probe wait-http "$PORT" /health; then
+  log "the service did not come up; its output:"
+  cat "$WORK/service.log" >&2
+  exit 1
+fi
+
+# --- the browser -------------------------------------------------------------------------------------------
+shot=()
+if [[ -n "${BROWSER_CHECK_SCREENSHOT:-}" ]]; then shot=(--screenshot "$BROWSER_CHECK_SCREENSHOT"); fi
+if ! python3 scripts/browser_check.py "${shot[@]}" "$CHROMIUM" "http://127.0.0.1:$PORT"; then
+  log "the service's log, last lines:"
+  tail -n 20 "$WORK/service.log" >&2
+  exit 1
+fi
