@@ -29,6 +29,8 @@ die() {
 }
 
 command -v docker >/dev/null || die "docker is not installed"
+# The Dockerfile's HEALTHCHECK --start-interval needs Docker Engine 25+ (API 1.44): say so before building.
+scripts/engine.sh --check >/dev/null || die "the Docker Engine is too old (scripts/engine.sh replaces it)"
 command -v cargo >/dev/null || die "cargo is not installed"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET" >/dev/null
