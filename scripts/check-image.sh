@@ -34,6 +34,8 @@ containers=()
 work="$(mktemp -d)"
 
 pass() { echo "PASS $1: $2"; }
+# A goal missed but the budget kept: visible in the log (and to a CI log scraper), not a failure.
+warn() { echo "WARN $1: $2"; }
 fail() {
     echo "FAIL $1: $2"
     failures=$((failures + 1))
@@ -173,7 +175,7 @@ budget="$(awk -v b="$SIZE_BUDGET_BYTES" 'BEGIN { printf "%g", b / 1048576 }')"
 if ((size > SIZE_BUDGET_BYTES)); then
     fail size "$size bytes ($mib MiB) is over the $budget MiB budget"
 elif ((size > SIZE_GOAL_BYTES)); then
-    pass size "$size bytes ($mib MiB) within the $budget MiB budget, but over the $goal MiB goal"
+    warn size "$size bytes ($mib MiB) within the $budget MiB budget, but over the $goal MiB goal"
 else
     pass size "$size bytes ($mib MiB), budget $budget MiB, goal $goal MiB met"
 fi

@@ -351,7 +351,11 @@ fn top_help() -> String {
 
 /// The help of one subcommand.
 fn subcommand_help(subcommand: &str) -> String {
-    let option = |flag: &str, help: &str| format!("      {flag}\n          {help}\n");
+    // As clap lays it out: long-only flags line up after the room a short flag would take.
+    let option = |flag: &str, help: &str| {
+        let indent = if flag.starts_with("--") { "      " } else { "  " };
+        format!("{indent}{flag}\n          {help}\n")
+    };
     let mut out = String::new();
     match subcommand {
         "healthcheck" => {
