@@ -5,9 +5,8 @@
 //! problem at once.
 //!
 //! The options are one table ([`SERVE_OPTIONS`]) read by a small parser on lexopt, which also renders the help
-//! from it. clap's derive did the same at about 200 KB of the static binary (the largest single trim in
-//! docs/container.md's size table); the command line is read once per process, so nothing here is on the
-//! request path.
+//! from it. clap's derive did the same for about 220 KB more of the static binary (docs/container.md, size
+//! table); the command line is read once per process, so nothing here is on the request path.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -353,7 +352,11 @@ fn top_help() -> String {
 fn subcommand_help(subcommand: &str) -> String {
     // As clap lays it out: long-only flags line up after the room a short flag would take.
     let option = |flag: &str, help: &str| {
-        let indent = if flag.starts_with("--") { "      " } else { "  " };
+        let indent = if flag.starts_with("--") {
+            "      "
+        } else {
+            "  "
+        };
         format!("{indent}{flag}\n          {help}\n")
     };
     let mut out = String::new();

@@ -1,7 +1,7 @@
 //! Configuration: every setting of `serve`, parsed and validated once, every problem reported at once.
 //!
 //! The command line ([`crate::cli`]) only collects raw strings; [`Config::from_lookup`] parses all of them itself
-//! so that *every* problem is reported at once (clap would stop at the first), and so that tests can build a
+//! so that *every* problem is reported at once (a command-line parser would stop at the first), and so that tests can build a
 //! configuration from a plain map without touching the process environment. The value parsers live in
 //! [`parse`].
 
