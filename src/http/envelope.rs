@@ -6,80 +6,28 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
+use super::cors::Cors;
 use super::handlers;
 use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::auth::CallerApp;
-use crate::config::CorsOrigins;
-use crate::ratelimit::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET};
 use crate::routes::Route;
 use crate::scoring::Lane;
 use crate::telemetry::logging::loggable_path;
 
-pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
-    let allow = match origins {
-        CorsOrigins::Any => AllowOrigin::any(),
-        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
-    };
-    CorsLayer::new()
-        .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST])
-        // Authorization: a browser client sends its bearer token when AUTH_MODE=entra.
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            X_CORRELATION_ID.clone(),
-        ])
-        // A browser client must be able to read what the contract tells it: its correlation id, when to retry,
-        // and its rate-limit allowance.
-        .expose_headers([
-            X_CORRELATION_ID.clone(),
-            header::RETRY_AFTER,
-            X_RATELIMIT_LIMIT.clone(),
-            X_RATELIMIT_REMAINING.clone(),
-            X_RATELIMIT_RESET.clone(),
-        ])
-        .max_age(Duration::from_secs(600))
-}
-
-/// The router as a tower service, so tower-http's CORS can wrap it.
-#[derive(Clone)]
-pub struct Router {
-    pub state: Arc<AppState>,
-    /// The worker's own way to scores (its upstream connections).
-    pub lane: Arc<Lane>,
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl tower_service::Service<Request<Incoming>> for Router {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let state = self.state.clone();
-        let lane = self.lane.clone();
-        Box::pin(async move { Ok(handlers::route(&state, &lane, request).await) })
-    }
-}
 
 /// What every request passes through: correlation id, CORS, logging and metrics around the router.
 #[derive(Clone)]
 pub struct Envelope {
     pub state: Arc<AppState>,
-    pub inner: Cors<Router>,
+    /// The worker's own way to scores (its upstream connections).
+    pub lane: Arc<Lane>,
+    pub cors: Arc<Cors>,
     pub peer: SocketAddr,
 }
 
@@ -90,13 +38,16 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
-        let mut inner = self.inner.clone();
+        let lane = self.lane.clone();
+        let cors = self.cors.clone();
         let started = Instant::now();
         let correlation_id = correlation_id(request.headers());
         let method = request.method().clone();
         let route = Route::of(request.uri().path());
         // A Uri clone shares its bytes; the path is only cut for the log line if a line is written.
         let uri = request.uri().clone();
+        let origin = request.headers().get(header::ORIGIN).cloned();
+        let preflight = Cors::is_preflight(&method);
         request.extensions_mut().insert(RequestContext {
             correlation_id: correlation_id.clone(),
             route,
@@ -105,9 +56,12 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
         });
         Box::pin(async move {
             let _in_flight = state.metrics.in_flight();
-            let mut response = match tower_service::Service::call(&mut inner, request).await {
-                Ok(response) => response,
-                Err(infallible) => match infallible {},
+            let mut response = if preflight {
+                cors.preflight(origin.as_ref())
+            } else {
+                let mut response = handlers::route(&state, &lane, request).await;
+                cors.apply(origin.as_ref(), response.headers_mut());
+                response
             };
             let headers = response.headers_mut();
             headers.insert(X_CORRELATION_ID.clone(), correlation_id.clone());

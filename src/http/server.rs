@@ -19,9 +19,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
-use tower_layer::Layer;
 
-use super::envelope::{Envelope, Router, cors_layer};
+use super::cors::Cors;
+use super::envelope::Envelope;
 use super::state::AppState;
 
 /// Accept backlog of every listener (tokio's default for `TcpListener::bind`).
@@ -173,7 +173,7 @@ async fn worker(
     stop: impl Future<Output = ()>,
 ) -> usize {
     let lane = Arc::new(state.scorer.lane());
-    let cors = cors_layer(&state.config.cors_origins);
+    let cors = Arc::new(Cors::new(&state.config.cors_origins));
     let limit = Arc::new(Semaphore::new(max_connections));
     let (drain_tx, drain_rx) = watch::channel(());
     let mut connections = JoinSet::new();
@@ -209,10 +209,8 @@ async fn worker(
         let _ = stream.set_nodelay(true);
         let service = Envelope {
             state: state.clone(),
-            inner: cors.layer(Router {
-                state: state.clone(),
-                lane: lane.clone(),
-            }),
+            lane: lane.clone(),
+            cors: cors.clone(),
             peer,
         };
         let connection = http1.serve_connection(TokioIo::new(stream), service);
