@@ -78,14 +78,20 @@ impl Cors {
         }
     }
 
+    /// What preflights and other answers share: `Vary` (appended to any the handler set: the metrics
+    /// endpoint varies on Accept) and the allowed origin.
+    fn common(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        headers.append(header::VARY, self.vary.clone());
+        if let Some(allow) = self.allow_origin(origin) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        }
+    }
+
     /// The answer to a preflight (any OPTIONS request): 200, no body, what may be sent and for how long.
     pub fn preflight(&self, origin: Option<&HeaderValue>) -> Response<Body> {
         let mut response = Response::new(Body::default());
         let headers = response.headers_mut();
-        headers.insert(header::VARY, self.vary.clone());
-        if let Some(allow) = self.allow_origin(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        }
+        self.common(origin, headers);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             self.allow_methods.clone(),
@@ -98,13 +104,9 @@ impl Cors {
         response
     }
 
-    /// Adds the CORS headers to the answer of a request from `origin`. `Vary` is appended to any the handler
-    /// set (the metrics endpoint varies on Accept); the others replace.
+    /// Adds the CORS headers to the answer of a request from `origin`.
     pub fn apply(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
-        headers.append(header::VARY, self.vary.clone());
-        if let Some(allow) = self.allow_origin(origin) {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        }
+        self.common(origin, headers);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             self.expose_headers.clone(),

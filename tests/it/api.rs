@@ -518,8 +518,12 @@ async fn openapi_lists_exactly_the_routes_served() {
     s.stop().await;
 }
 
+/// The docs page is self-contained HTML with a "Try it" form: its fields, hidden until its script runs (with a
+/// note for readers without JavaScript), no token field while authentication is off, and a policy that lets
+/// only the page's own script and style run and its requests go only to this service.
+/// (scripts/browser-check.sh runs it in a real browser.)
 #[tokio::test]
-async fn docs_page_is_self_contained_html() {
+async fn docs_page_is_self_contained_with_a_try_it_form_under_a_strict_policy() {
     let s = demo().await;
     let r = get(&s.url("/docs")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -533,18 +537,6 @@ async fn docs_page_is_self_contained_html() {
         !html.contains("<script src"),
         "only the page's own inline script"
     );
-    s.stop().await;
-}
-
-/// The "Try it" form: its fields, hidden until its script runs (with a note for readers without JavaScript),
-/// no token field while authentication is off, and a policy that lets only the page's own script and style
-/// run and its requests go only to this service. (scripts/browser-check.sh runs it in a real browser.)
-#[tokio::test]
-async fn docs_page_has_a_try_it_form_under_a_strict_policy() {
-    let s = demo().await;
-    let r = get(&s.url("/docs")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let html = String::from_utf8_lossy(&r.body);
     assert!(html.contains(r#"<form id="try-form" method="post" autocomplete="off" hidden>"#));
     for field in ["firstName", "lastName", "idNumber", "correlationId"] {
         assert!(html.contains(&format!(r#"name="{field}""#)), "{field}");
