@@ -180,8 +180,15 @@ pub(super) fn read_pem_roots(path: &str) -> Result<Vec<CertificateDer<'static>>,
 /// Reads KEY_VAULT_URL with the same URL parser the Key Vault client uses, so what passes here is what the
 /// client gets: an https URL with a host.
 pub(super) fn parse_vault_url(value: &str) -> Result<String, String> {
-    let url = azure_core::http::Url::parse(value)
-        .map_err(|_| "must be a URL such as https://my-vault.vault.azure.net/".to_string())?;
+    let url = azure_core::http::Url::parse(value).map_err(|_| {
+        // URLs are read with ASCII host names only (Cargo.toml, idna_adapter): say how to write another.
+        let hint = if value.is_ascii() {
+            ""
+        } else {
+            "; write a non-ASCII host name in its xn-- (punycode) form"
+        };
+        format!("must be a URL such as https://my-vault.vault.azure.net/{hint}")
+    })?;
     if url.scheme() != "https" || url.host_str().is_none_or(str::is_empty) {
         return Err("must be an https:// URL such as https://my-vault.vault.azure.net/".into());
     }
@@ -198,6 +205,9 @@ mod tests {
     #[test]
     fn vault_urls() {
         assert!(parse_vault_url("https://v.vault.azure.net/").is_ok());
+        assert!(parse_vault_url("https://xn--tst-jma.vault.azure.net/").is_ok());
+        let unicode = parse_vault_url("https://tëst.vault.azure.net/");
+        assert!(unicode.is_err_and(|e| e.contains("xn--")));
         assert!(parse_vault_url("https://localhost:8443/").is_ok());
         for bad in [
             "http://v.vault.azure.net/",
