@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 /// A validated applicant; names are trimmed, as they are sent upstream.
@@ -64,6 +64,9 @@ pub fn demo_score(id_number: &str) -> Score {
         risk_level: RiskLevel::for_score(risk_score),
     }
 }
+
+/// The correlation header, on every response and every upstream call.
+pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// The vendor API key. Its `Debug` never shows the value, so it cannot leak through a log line by accident.
 #[derive(Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::domain::{Applicant, Score, demo_score};
@@ -47,7 +48,7 @@ impl Lane {
     pub async fn score(
         &self,
         applicant: &Applicant,
-        correlation_id: &str,
+        correlation_id: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         match self {

@@ -247,10 +247,12 @@ async fn validate(
     let applicant = tokio::time::timeout_at(deadline, read)
         .await
         .unwrap_or(Err(AppError::RequestTimeout))?;
-    let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
     // Not cut off from here: the scorer ends by the deadline on its own (504 TIMEOUT_ERROR), so the breaker
     // hears about a call that REQUEST_TIMEOUT ended. Dropping its future would lose that.
-    let score = lane.score(&applicant, correlation_id, deadline).await?;
+    let score = lane
+        .score(&applicant, &ctx.correlation_id, deadline)
+        .await?;
+    let correlation_id = ctx.correlation_id.to_str().unwrap_or_default();
     Ok(json_response(
         StatusCode::OK,
         &Validated {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use http_body_util::Full;
 use tokio::time::Instant;
 
@@ -20,8 +20,7 @@ use crate::telemetry::metrics::Metrics;
 /// The response body type of every answer.
 pub type Body = Full<Bytes>;
 
-/// The correlation header, on every response and every upstream call.
-pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+pub use crate::domain::X_CORRELATION_ID;
 
 /// Everything a request handler needs, shared by all connections.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use super::answer::{MAX_RESPONSE_BYTES, classify};
 use super::breaker::CircuitBreaker;
 use super::pool::Pool;
 use super::retry::{MAX_RETRY_DELAY, RetryPolicy};
-use crate::domain::{ApiKey, Applicant, Score};
+use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
 use crate::error::UpstreamError;
 use crate::keys::KeySource;
 use crate::outbound::Connector;
@@ -32,7 +32,6 @@ const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// The User-Agent sent upstream.
 pub const USER_AGENT: &str = concat!("applicant-validator/", env!("CARGO_PKG_VERSION"));
@@ -142,12 +141,12 @@ impl RiskShieldClient {
     }
 
     /// Scores an applicant over `pool` (the calling worker's): breaker, then attempts with retries, never
-    /// past `deadline`.
+    /// past `deadline`. `correlation_id` is sent upstream as it came in (the envelope checked it).
     pub async fn score(
         &self,
         pool: &Pool,
         applicant: &Applicant,
-        correlation_id: &str,
+        correlation_id: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         let key = self
@@ -184,9 +183,11 @@ impl RiskShieldClient {
         pool: &Pool,
         mut key: ApiKey,
         body: Bytes,
-        correlation_id: &str,
+        correlation: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
+        // Visible ASCII by construction (the envelope's check), so never empty here.
+        let correlation_id = correlation.to_str().unwrap_or_default();
         let mut attempt = 0u32;
         let mut retries = 0u32;
         let mut reauthenticated = false;
@@ -194,7 +195,7 @@ impl RiskShieldClient {
             attempt += 1;
             let started = Instant::now();
             let result = self
-                .attempt(pool, &key, body.clone(), correlation_id, deadline)
+                .attempt(pool, &key, body.clone(), correlation, deadline)
                 .await;
             let elapsed = started.elapsed();
             let outcome = match &result {
@@ -256,18 +257,22 @@ impl RiskShieldClient {
         pool: &Pool,
         key: &ApiKey,
         body: Bytes,
-        correlation_id: &str,
+        correlation: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         let attempt_deadline = (Instant::now() + self.policy.attempt_timeout).min(deadline);
-        let request = self.request(key, body, correlation_id)?;
+        let request = self.request(key, body, correlation)?;
         let exchange = async {
             // Every answer, errors included, is read (bounded) so the connection can go back to the pool.
             let (parts, bytes) = pool
                 .exchange(request, MAX_RESPONSE_BYTES)
                 .await
                 .map_err(|e| {
-                    tracing::debug!(correlation_id, error = %e, "upstream connection failed");
+                    tracing::debug!(
+                        correlation_id = correlation.to_str().unwrap_or_default(),
+                        error = %e,
+                        "upstream connection failed"
+                    );
                     UpstreamError::Unavailable {
                         status: None,
                         retry_after: None,
@@ -291,16 +296,12 @@ impl RiskShieldClient {
         &self,
         key: &ApiKey,
         body: Bytes,
-        correlation_id: &str,
+        correlation: &HeaderValue,
     ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let api_key = key
             .header()
             .cloned()
             .ok_or(UpstreamError::CredentialsUnavailable)?;
-        let correlation_id =
-            HeaderValue::from_str(correlation_id).map_err(|_| UpstreamError::InvalidResponse {
-                reason: "request could not be built",
-            })?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.score_path.clone();
@@ -311,7 +312,7 @@ impl RiskShieldClient {
         headers.insert(header::ACCEPT, APPLICATION_JSON);
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(X_API_KEY, api_key);
-        headers.insert(X_CORRELATION_ID, correlation_id);
+        headers.insert(X_CORRELATION_ID.clone(), correlation.clone());
         Ok(request)
     }
 
