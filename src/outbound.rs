@@ -49,10 +49,10 @@ pub fn root_store(extra: &[CertificateDer<'static>]) -> Result<RootCertStore, Ou
 /// Ed25519.
 ///
 /// Every endpoint the service calls (RiskShield, Key Vault, Entra ID) negotiates AES-GCM, which x86_64 runs in
-/// hardware, and public CAs issue no Ed25519 certificates; leaving the two out drops about 70 KB of ring code
-/// from the static binary (docs/container.md, size table). TLS 1.3 and 1.2, X25519/P-256/P-384 key exchange and
+/// hardware, and public CAs issue no Ed25519 certificates. TLS 1.3 and 1.2, X25519/P-256/P-384 key exchange and
 /// ECDSA/RSA signatures stay as rustls ships them. The service never presents a client certificate, so the
-/// provider loads no private keys.
+/// provider loads no private keys. Together this drops about 160 KB from the static binary (docs/container.md,
+/// size table).
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
     use rustls::crypto::ring::{cipher_suite, kx_group};
     rustls::crypto::CryptoProvider {
