@@ -360,13 +360,24 @@ fn read_auth<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> Op
     })
 }
 
-/// AUTH_ISSUER: https with a host; plain http only on a loopback host outside prod (a local test issuer).
-fn check_issuer(value: &str, prod: bool) -> Result<String, String> {
+/// An absolute URL with a host and no query string, and its host: what AUTH_ISSUER and RISKSHIELD_API_URL
+/// both must be before their own scheme rules.
+fn absolute_url(value: &str) -> Result<(Uri, String), String> {
     let uri: Uri = value.parse().map_err(|_| "must be a URL".to_string())?;
-    let host = uri.host().ok_or("must be an absolute URL with a host")?;
+    let host = uri
+        .host()
+        .ok_or("must be an absolute URL with a host")?
+        .to_owned();
     if uri.query().is_some() {
         return Err("must not have a query string".into());
     }
+    Ok((uri, host))
+}
+
+/// AUTH_ISSUER: https with a host; plain http only on a loopback host outside prod (a local test issuer).
+fn check_issuer(value: &str, prod: bool) -> Result<String, String> {
+    let (uri, host) = absolute_url(value)?;
+    let host = host.as_str();
     match uri.scheme_str() {
         Some("https") => {}
         Some("http") if prod => return Err("must be https in prod".into()),
@@ -380,11 +391,8 @@ fn check_issuer(value: &str, prod: bool) -> Result<String, String> {
 }
 
 fn check_upstream_url(value: &str, prod: bool, allow_insecure: bool) -> Result<String, String> {
-    let uri: Uri = value.parse().map_err(|_| "must be a URL".to_string())?;
-    let host = uri.host().ok_or("must be an absolute URL with a host")?;
-    if uri.query().is_some() {
-        return Err("must not have a query string".into());
-    }
+    let (uri, host) = absolute_url(value)?;
+    let host = host.as_str();
     match uri.scheme_str() {
         Some("https") => {}
         Some("http") if is_loopback_host(host) => {}
