@@ -56,16 +56,13 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 rustup target add "$TARGET" >/dev/null 2>&1 || true
 
 log "building the static release binary and the fake upstream"
-# Two commands, as scripts/build-image.sh does: building the example in the same command would unify the
-# dev-dependencies' features (tokio's test-util) into the service binary, and it would not be the shipped one.
-# Built with cargo-auditable, as scripts/build-image.sh builds the shipped binary: the benchmark measures
-# that binary, and after an image build there is nothing to rebuild.
+# As scripts/build-image.sh builds them (scripts/tools.sh): the benchmark measures the shipped binary, and
+# after an image build there is nothing to rebuild.
 . scripts/tools.sh
-ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
-cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator >&2
-cargo auditable build --locked --release --target "$TARGET" --example fake_riskshield >&2
-BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator
-FAKE=${CARGO_TARGET_DIR:-target}/$TARGET/release/examples/fake_riskshield
+build_service
+build_fake
+BIN=$SERVICE_BIN
+FAKE=$FAKE_BIN
 
 # --- processes ---------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)

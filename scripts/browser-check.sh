@@ -12,8 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=x86_64-unknown-linux-musl
-
 log() { printf '[browser-check] %s\n' "$*" >&2; }
 
 sudo_cmd=()
@@ -33,9 +31,8 @@ if [[ $# -ge 1 ]]; then
 else
   log "building the static release binary"
   . scripts/tools.sh
-  ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
-  cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator >&2
-  BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator
+  build_service
+  BIN=$SERVICE_BIN
 fi
 if [[ ! -x "$BIN" ]]; then
   log "no executable service binary at $BIN"

@@ -15,13 +15,11 @@ cd "$(dirname "$0")/.."
 
 . scripts/tools.sh
 
-TARGET=x86_64-unknown-linux-musl
+TARGET=$SHIPPED_TARGET
 IMAGE="${IMAGE:-applicant-validator}"
 FAKE_IMAGE="${FAKE_IMAGE:-fake-riskshield}"
 TAG="${TAG:-$VERSION}"
 SKIP_FAKE="${SKIP_FAKE:-0}"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-OUT="$TARGET_DIR/$TARGET/release"
 
 die() {
     echo "build-image: $*" >&2
@@ -43,19 +41,15 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 mkdir -p "$context/dist/service" "$context/dist/fake"
 
-# The service binary is built with cargo-auditable, which embeds its dependency list (a .dep-v0 section) so
-# that scanners (Trivy, Grype, Syft) can see the crates in a FROM scratch image that has no package database.
-ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
-
-# Two cargo invocations on purpose: building an example unifies dev-dependency features (tokio's test-util)
-# into the shared dependency graph, which must not leak into the shipped binary.
+# Built with cargo-auditable (scripts/tools.sh): the embedded dependency list lets scanners (Trivy, Grype,
+# Syft) see the crates in a FROM scratch image that has no package database.
 echo "== cargo auditable build --release --target $TARGET (applicant-validator)"
-cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator
-install -m 0555 "$OUT/applicant-validator" "$context/dist/service/app"
+build_service
+install -m 0555 "$SERVICE_BIN" "$context/dist/service/app"
 if [[ "$SKIP_FAKE" != 1 ]]; then
     echo "== cargo auditable build --release --target $TARGET (example fake_riskshield)"
-    cargo auditable build --locked --release --target "$TARGET" --example fake_riskshield
-    install -m 0555 "$OUT/examples/fake_riskshield" "$context/dist/fake/fake-riskshield"
+    build_fake
+    install -m 0555 "$FAKE_BIN" "$context/dist/fake/fake-riskshield"
 fi
 cp Dockerfile "$context/Dockerfile"
 

@@ -27,7 +27,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=x86_64-unknown-linux-musl
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator
 VENV=$CACHE/conformance-venv
 REQUIREMENTS=scripts/conformance-requirements.txt
@@ -77,16 +76,13 @@ fi
 log "$("$PROMTOOL" --version 2>&1 | head -n 1)"
 
 log "building the static release binary and the fake RiskShield"
-# Two commands: building the example in the same command would unify the dev-dependencies' features into
-# the service binary, and it would not be the shipped one. Built as scripts/build-image.sh does (cargo
-# auditable), so an image build just before leaves nothing to rebuild.
+# As scripts/build-image.sh builds them (scripts/tools.sh), so an image build just before leaves nothing to
+# rebuild.
 . scripts/tools.sh
-ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
-cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator >&2
-cargo auditable build --locked --release --target "$TARGET" --example fake_riskshield >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/$TARGET/release/applicant-validator
-FAKE=$TARGET_DIR/$TARGET/release/examples/fake_riskshield
+build_service
+build_fake
+BIN=$SERVICE_BIN
+FAKE=$FAKE_BIN
 
 # --- processes ---------------------------------------------------------------------------------------------
 WORK=$(mktemp -d)

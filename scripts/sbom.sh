@@ -13,16 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/tools.sh
 
-TARGET=x86_64-unknown-linux-musl
 OUT_DIR="${SBOM_DIR:-dist/sbom}"
-BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/applicant-validator"
+BIN=$SERVICE_BIN
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator"
 VENV="$CACHE/sbom-venv"
 REQUIREMENTS=scripts/sbom-requirements.txt
 
 # The shipped binary, as scripts/build-image.sh builds it (nothing to do when it is up to date).
-ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
-cargo auditable build --locked --release --target "$TARGET" --bin applicant-validator >&2
+build_service
 
 stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
 if [[ "$(cat "$VENV/.pins" 2>/dev/null)" != "$stamp" ]]; then

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Sourced by the build scripts (run from the repository root): the pinned cargo tools, installed at their
-# versions (cargo install --locked, from the crate registry) unless already there, and the version and git
-# revision that the image labels and the SBOM carry. Pins live here, in one place.
+# versions (cargo install --locked, from the crate registry) unless already there; the builds of the shipped
+# binaries; and the version and git revision that the image labels and the SBOM carry. Pins live here, in one
+# place.
 
 CARGO_AUDITABLE_VERSION=0.7.7
 CARGO_DENY_VERSION=0.20.2
-CARGO_CYCLONEDX_VERSION=0.5.9
 
 # ensure_cargo_tool CRATE VERSION: installs CRATE@VERSION unless `cargo install --list` already has it.
 ensure_cargo_tool() {
@@ -15,6 +15,26 @@ ensure_cargo_tool() {
     fi
     echo "installing $crate $version (cargo install --locked)" >&2
     cargo install --locked --quiet "$crate@$version" >&2
+}
+
+# The shipped binaries: the static musl release builds, with cargo-auditable, which embeds the dependency list
+# (a .dep-v0 section) that scanners and scripts/sbom.sh read. Every script that needs the service or the fake
+# RiskShield builds them here, so all of them run the binary the image ships, and after one build the others
+# find nothing to rebuild. Two cargo invocations on purpose: building the example in the same command would
+# unify the dev-dependencies' features (tokio's test-util) into the service binary.
+SHIPPED_TARGET=x86_64-unknown-linux-musl
+SHIPPED_DIR="${CARGO_TARGET_DIR:-target}/$SHIPPED_TARGET/release"
+SERVICE_BIN="$SHIPPED_DIR/applicant-validator"
+FAKE_BIN="$SHIPPED_DIR/examples/fake_riskshield"
+
+build_service() {
+    ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
+    cargo auditable build --locked --release --target "$SHIPPED_TARGET" --bin applicant-validator >&2
+}
+
+build_fake() {
+    ensure_cargo_tool cargo-auditable "$CARGO_AUDITABLE_VERSION"
+    cargo auditable build --locked --release --target "$SHIPPED_TARGET" --example fake_riskshield >&2
 }
 
 # The crate's version, and the git revision (with -dirty when the tree has uncommitted changes).
