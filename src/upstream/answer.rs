@@ -3,8 +3,7 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::{StatusCode, header};
+use http::StatusCode;
 use serde::Deserialize;
 
 use super::retry::parse_retry_after;
@@ -22,16 +21,17 @@ struct ScoreBody {
     risk_level: RiskLevel,
 }
 
-/// Turns an answer into a score or an error per the contract's table.
+/// Turns an answer into a score or an error per the contract's table: its status, its Retry-After header
+/// and its body (`None` when it was too large or could not be read).
 pub fn classify(
     status: StatusCode,
-    headers: &http::HeaderMap,
-    body: Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+    retry_after: Option<&str>,
+    body: Option<&[u8]>,
 ) -> Result<Score, UpstreamError> {
     let code = status.as_u16();
     match code {
         200..=299 => {
-            let body = body.map_err(|_| UpstreamError::InvalidResponse {
+            let body = body.ok_or(UpstreamError::InvalidResponse {
                 reason: "body too large or unreadable",
             })?;
             let not_a_score = UpstreamError::InvalidResponse {
@@ -41,7 +41,7 @@ pub fn classify(
             if body.trim_ascii_start().first() != Some(&b'{') {
                 return Err(not_a_score);
             }
-            let parsed: ScoreBody = serde_json::from_slice(&body).map_err(|_| not_a_score)?;
+            let parsed: ScoreBody = serde_json::from_slice(body).map_err(|_| not_a_score)?;
             if parsed.risk_score > 100 {
                 return Err(UpstreamError::InvalidResponse {
                     reason: "riskScore out of range",
@@ -55,10 +55,7 @@ pub fn classify(
         401 | 403 => Err(UpstreamError::Unauthorized { status: code }),
         408 | 429 | 500..=599 => Err(UpstreamError::Unavailable {
             status: Some(code),
-            retry_after: headers
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, SystemTime::now())),
         }),
         _ => Err(UpstreamError::Rejected { status: code }),
     }
@@ -68,16 +65,16 @@ pub fn classify(
 mod tests {
     use super::*;
 
-    fn ok_body(s: &str) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Bytes::from(s.to_owned()))
+    fn ok_body(s: &str) -> Option<&[u8]> {
+        Some(s.as_bytes())
     }
 
     #[test]
     fn valid_answers() {
-        let h = http::HeaderMap::new();
+        let h = None;
         let score = classify(
             StatusCode::OK,
-            &h,
+            h,
             ok_body(r#"{"riskScore":42,"riskLevel":"MEDIUM","x":1}"#),
         );
         assert_eq!(
@@ -90,7 +87,7 @@ mod tests {
         assert!(
             classify(
                 StatusCode::CREATED,
-                &h,
+                h,
                 ok_body(r#"{"riskScore":0,"riskLevel":"LOW"}"#)
             )
             .is_ok()
@@ -99,7 +96,7 @@ mod tests {
 
     #[test]
     fn invalid_answers() {
-        let h = http::HeaderMap::new();
+        let h = None;
         for body in [
             "garbage",
             r#"{"riskScore":150,"riskLevel":"HIGH"}"#,
@@ -113,7 +110,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    classify(StatusCode::OK, &h, ok_body(body)),
+                    classify(StatusCode::OK, h, ok_body(body)),
                     Err(UpstreamError::InvalidResponse { .. })
                 ),
                 "{body}"
@@ -123,8 +120,8 @@ mod tests {
 
     #[test]
     fn statuses() {
-        let h = http::HeaderMap::new();
-        let st = |c: u16| classify(StatusCode::from_u16(c).expect("status"), &h, ok_body(""));
+        let h = None;
+        let st = |c: u16| classify(StatusCode::from_u16(c).expect("status"), h, ok_body(""));
         assert_eq!(st(400), Err(UpstreamError::Rejected { status: 400 }));
         assert_eq!(st(404), Err(UpstreamError::Rejected { status: 404 }));
         assert_eq!(st(422), Err(UpstreamError::Rejected { status: 422 }));

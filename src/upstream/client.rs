@@ -11,10 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
-use http_body_util::Full;
+use http::{HeaderValue, Uri};
 use tokio::time::Instant;
 
 use super::answer::{MAX_RESPONSE_BYTES, classify};
@@ -29,9 +27,6 @@ use crate::telemetry::metrics::Metrics;
 
 /// Readiness connects to the upstream at most this often.
 const READINESS_INTERVAL: Duration = Duration::from_secs(5);
-
-const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The User-Agent sent upstream.
 pub const USER_AGENT: &str = concat!("applicant-validator/", env!("CARGO_PKG_VERSION"));
@@ -54,10 +49,9 @@ pub struct Settings {
 pub struct RiskShieldClient {
     connector: Connector,
     score_uri: Uri,
-    /// The request target as sent: `/v1/score`, without scheme and host.
-    score_path: Uri,
-    /// The Host header: the URL's host, and its port when it is not the scheme's default.
-    host: HeaderValue,
+    /// The request's head up to its per-call headers: the request line, Host, Content-Type, Accept and
+    /// User-Agent (see [`RiskShieldClient::request`]).
+    head: Vec<u8>,
     keys: KeySource,
     breaker: CircuitBreaker,
     policy: RetryPolicy,
@@ -76,7 +70,7 @@ pub struct RiskShieldClient {
 pub struct SettingsError(&'static str);
 
 /// The request target and Host header for `uri`, as an HTTP/1.1 client sends them.
-fn target_of(uri: &Uri) -> Result<(Uri, HeaderValue), SettingsError> {
+fn target_of(uri: &Uri) -> Result<(PathAndQuery, HeaderValue), SettingsError> {
     let host = uri.host().ok_or(SettingsError("has no host"))?;
     let default_port = if uri.scheme() == Some(&Scheme::HTTPS) {
         443
@@ -93,7 +87,25 @@ fn target_of(uri: &Uri) -> Result<(Uri, HeaderValue), SettingsError> {
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok((Uri::from(path), host))
+    Ok((path, host))
+}
+
+/// The fixed part of every score request's head. Every piece is a valid request target or header value
+/// (checked by the `http` types), so no line break can get in.
+fn head_of(path: &PathAndQuery, host: &HeaderValue) -> Vec<u8> {
+    let mut head = Vec::with_capacity(160);
+    for part in [
+        b"POST ".as_slice(),
+        path.as_str().as_bytes(),
+        b" HTTP/1.1\r\nhost: ",
+        host.as_bytes(),
+        b"\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: ",
+        USER_AGENT.as_bytes(),
+        b"\r\n",
+    ] {
+        head.extend_from_slice(part);
+    }
+    head
 }
 
 impl RiskShieldClient {
@@ -106,11 +118,10 @@ impl RiskShieldClient {
     ) -> Result<Self, SettingsError> {
         let mut policy = settings.retry;
         policy.max_attempts = policy.max_attempts.max(1);
-        let (score_path, host) = target_of(&settings.score_uri)?;
+        let (path, host) = target_of(&settings.score_uri)?;
         Ok(Self {
             connector,
-            score_path,
-            host,
+            head: head_of(&path, &host),
             score_uri: settings.score_uri,
             keys,
             breaker: CircuitBreaker::new(
@@ -157,16 +168,14 @@ impl RiskShieldClient {
             .breaker
             .try_acquire()
             .map_err(|retry_after| UpstreamError::CircuitOpen { retry_after })?;
-        let body = Bytes::from(serde_json::to_vec(applicant).map_err(|_| {
-            UpstreamError::InvalidResponse {
-                reason: "request could not be encoded",
-            }
-        })?);
+        let body = serde_json::to_vec(applicant).map_err(|_| UpstreamError::InvalidResponse {
+            reason: "request could not be encoded",
+        })?;
         // The whole call, vault re-reads included, ends by the request's deadline here, where the breaker
         // permit is held: a call cut off by REQUEST_TIMEOUT counts as the failure it is (504).
         let result = tokio::time::timeout_at(
             deadline,
-            self.call_with_retries(pool, key, body, correlation_id, deadline),
+            self.call_with_retries(pool, key, &body, correlation_id, deadline),
         )
         .await
         .unwrap_or(Err(UpstreamError::Timeout));
@@ -182,21 +191,21 @@ impl RiskShieldClient {
         &self,
         pool: &Pool,
         mut key: ApiKey,
-        body: Bytes,
+        body: &[u8],
         correlation: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         // Visible ASCII by construction (the envelope's check), so never empty here.
         let correlation_id = correlation.to_str().unwrap_or_default();
+        // The same bytes go out on every attempt, until a re-read key replaces the key in them.
+        let mut request = self.request(&key, body, correlation)?;
         let mut attempt = 0u32;
         let mut retries = 0u32;
         let mut reauthenticated = false;
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self
-                .attempt(pool, &key, body.clone(), correlation, deadline)
-                .await;
+            let result = self.attempt(pool, &request, correlation, deadline).await;
             let elapsed = started.elapsed();
             let outcome = match &result {
                 Ok(_) => "success",
@@ -227,6 +236,7 @@ impl RiskShieldClient {
                 {
                     Some(fresh) if Instant::now() < deadline => {
                         key = fresh;
+                        request = self.request(&key, body, correlation)?;
                         continue;
                     }
                     _ => return Err(error),
@@ -255,16 +265,14 @@ impl RiskShieldClient {
     async fn attempt(
         &self,
         pool: &Pool,
-        key: &ApiKey,
-        body: Bytes,
+        request: &[u8],
         correlation: &HeaderValue,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         let attempt_deadline = (Instant::now() + self.policy.attempt_timeout).min(deadline);
-        let request = self.request(key, body, correlation)?;
         let exchange = async {
             // Every answer, errors included, is read (bounded) so the connection can go back to the pool.
-            let (parts, bytes) = pool
+            let answer = pool
                 .exchange(request, MAX_RESPONSE_BYTES)
                 .await
                 .map_err(|e| {
@@ -278,41 +286,45 @@ impl RiskShieldClient {
                         retry_after: None,
                     }
                 })?;
-            classify(parts.status, &parts.headers, bytes)
+            classify(
+                answer.status,
+                answer.retry_after.as_deref(),
+                answer.body.as_deref().ok(),
+            )
         };
-        // Boxed once, at the bottom: the futures above (retries, deadline, scoring, validation, routing) hold
-        // a pointer instead of the exchange's state, so building each of them no longer copies it. The whole
-        // request's future went from 10,008 to 6,408 bytes (17,184 before the connect path was boxed too);
-        // docs/benchmarks.md has the CPU figures.
-        tokio::time::timeout_at(attempt_deadline, Box::pin(exchange))
+        tokio::time::timeout_at(attempt_deadline, exchange)
             .await
             .unwrap_or(Err(UpstreamError::Timeout))
     }
 
-    /// The upstream request, headers set directly: `http::request::Builder` moves its whole state through
-    /// every `.header()` call and parses each name again, which the request path's profile showed
-    /// (docs/benchmarks.md).
+    /// The whole score request, head and body, as it is written to the connection: the fixed head, then the
+    /// API key (its header value was checked when the key was read), the correlation id (checked by the
+    /// envelope), the length and the body.
     fn request(
         &self,
         key: &ApiKey,
-        body: Bytes,
+        body: &[u8],
         correlation: &HeaderValue,
-    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-        let api_key = key
-            .header()
-            .cloned()
-            .ok_or(UpstreamError::CredentialsUnavailable)?;
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.score_path.clone();
-        let headers = request.headers_mut();
-        headers.reserve(6);
-        headers.insert(header::HOST, self.host.clone());
-        headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
-        headers.insert(header::ACCEPT, APPLICATION_JSON);
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        headers.insert(X_API_KEY, api_key);
-        headers.insert(X_CORRELATION_ID.clone(), correlation.clone());
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let api_key = key.header().ok_or(UpstreamError::CredentialsUnavailable)?;
+        let mut length = itoa::Buffer::new();
+        let parts = [
+            self.head.as_slice(),
+            b"x-api-key: ",
+            api_key.as_bytes(),
+            b"\r\n",
+            X_CORRELATION_ID.as_str().as_bytes(),
+            b": ",
+            correlation.as_bytes(),
+            b"\r\ncontent-length: ",
+            length.format(body.len()).as_bytes(),
+            b"\r\n\r\n",
+            body,
+        ];
+        let mut request = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            request.extend_from_slice(part);
+        }
         Ok(request)
     }
 

@@ -564,8 +564,14 @@ async fn an_https_upstream_is_reached_through_extra_ca_certs() {
     let r = validate(&s).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["riskScore"], 61);
-    assert_eq!(fake.count(), 1);
     assert_eq!(fake.requests()[0].headers["x-api-key"], "test-key-123");
+    // The TLS connection is kept and reused (the session tickets a TLS 1.3 server sends after the handshake
+    // do not make it look closed).
+    for _ in 0..3 {
+        assert_eq!(validate(&s).await.status, StatusCode::OK);
+    }
+    assert_eq!(fake.count(), 4);
+    assert_eq!(fake.connections(), 1);
     s.stop().await;
 
     // Without the CA the certificate is not trusted: the TCP connection is made, no request is sent.
@@ -575,6 +581,6 @@ async fn an_https_upstream_is_reached_through_extra_ca_certs() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
     assert!(fake.connections() > connections);
-    assert_eq!(fake.count(), 1, "no request over an untrusted connection");
+    assert_eq!(fake.count(), 4, "no request over an untrusted connection");
     s.stop().await;
 }
