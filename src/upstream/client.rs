@@ -171,14 +171,12 @@ impl RiskShieldClient {
         let body = serde_json::to_vec(applicant).map_err(|_| UpstreamError::InvalidResponse {
             reason: "request could not be encoded",
         })?;
-        // The whole call, vault re-reads included, ends by the request's deadline here, where the breaker
-        // permit is held: a call cut off by REQUEST_TIMEOUT counts as the failure it is (504).
-        let result = tokio::time::timeout_at(
-            deadline,
-            self.call_with_retries(pool, key, &body, correlation_id, deadline),
-        )
-        .await
-        .unwrap_or(Err(UpstreamError::Timeout));
+        // The whole call, vault re-reads included, ends by the request's deadline (every wait inside is
+        // bounded by it), and its result comes back here, where the breaker permit is held: a call cut off
+        // by REQUEST_TIMEOUT counts as the failure it is (504).
+        let result = self
+            .call_with_retries(pool, key, &body, correlation_id, deadline)
+            .await;
         permit.record(
             result
                 .as_ref()
@@ -229,11 +227,13 @@ impl RiskShieldClient {
                     return Err(error);
                 }
                 reauthenticated = true;
-                match self
-                    .keys
-                    .refresh_after_rejection(&key, correlation_id)
-                    .await
-                {
+                let refreshed = tokio::time::timeout_at(
+                    deadline,
+                    self.keys.refresh_after_rejection(&key, correlation_id),
+                )
+                .await
+                .map_err(|_| UpstreamError::Timeout)?;
+                match refreshed {
                     Some(fresh) if Instant::now() < deadline => {
                         key = fresh;
                         request = self.request(&key, body, correlation)?;

@@ -97,7 +97,7 @@ struct Conn {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -169,7 +169,7 @@ impl Pool {
     }
 
     /// The most recently used connection that is still open; closed and expired ones are dropped on the way.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         loop {
             let idle = self.lock().pop()?;
@@ -180,7 +180,7 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, conn: Conn) {
+    fn checkin(&self, conn: Box<Conn>) {
         let mut idle = self.lock();
         if idle.len() >= MAX_IDLE {
             // The oldest connection is the least likely to be wanted again.
@@ -192,17 +192,19 @@ impl Pool {
         });
     }
 
-    async fn connect(&self) -> Result<Conn, PoolError> {
+    /// A new connection, boxed: a TLS connection's state is large, and every future that holds the
+    /// exchange (up to the whole request's) would otherwise carry it and be moved with it.
+    async fn connect(&self) -> Result<Box<Conn>, PoolError> {
         let io = self
             .connector
             .clone()
             .call(self.origin.clone())
             .await
             .map_err(PoolError::Connect)?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             io: TokioIo::new(io),
             buf: BytesMut::with_capacity(READ_SIZE),
-        })
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
