@@ -36,7 +36,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
     type Error = Infallible;
     type Future = BoxFuture<Result<Response<Body>, Infallible>>;
 
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
         let lane = self.lane.clone();
         let cors = self.cors.clone();
@@ -48,18 +48,20 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
         let uri = request.uri().clone();
         let origin = request.headers().get(header::ORIGIN).cloned();
         let preflight = Cors::is_preflight(&method);
-        request.extensions_mut().insert(RequestContext {
+        // Handed to the handlers as it is: through the request's extensions it cost a map and a box per
+        // request.
+        let ctx = RequestContext {
             correlation_id: correlation_id.clone(),
             route,
             peer: self.peer,
             started,
-        });
+        };
         Box::pin(async move {
             let _in_flight = state.metrics.in_flight();
             let mut response = if preflight {
                 cors.preflight(origin.as_ref())
             } else {
-                let mut response = handlers::route(&state, &lane, request).await;
+                let mut response = handlers::route(&state, &lane, &ctx, request).await;
                 cors.apply(origin.as_ref(), response.headers_mut());
                 response
             };

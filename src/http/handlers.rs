@@ -22,10 +22,12 @@ use crate::telemetry::{logging, metrics};
 use crate::validation;
 
 /// Answers one request.
-pub async fn route(state: &AppState, lane: &Lane, request: Request<Incoming>) -> Response<Body> {
-    let Some(ctx) = request.extensions().get::<RequestContext>().cloned() else {
-        return error_response(&AppError::NotFound, &HeaderValue::from_static(""));
-    };
+pub async fn route(
+    state: &AppState,
+    lane: &Lane,
+    ctx: &RequestContext,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let route = ctx.route;
     if route == Route::Metrics && !state.config.metrics_enabled {
         return error_response(&AppError::NotFound, &ctx.correlation_id);
@@ -51,7 +53,7 @@ pub async fn route(state: &AppState, lane: &Lane, request: Request<Incoming>) ->
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => authenticated(state, lane, &ctx, request).await,
+        Route::Validate | Route::ApiValidate => authenticated(state, lane, ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => docs(state),
         Route::Metrics => metrics(state, request.headers()),

@@ -109,7 +109,7 @@ impl AppState {
     }
 }
 
-/// Per-request facts the envelope computes once and handlers read from the request's extensions.
+/// Per-request facts the envelope computes once and hands to the handlers.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub correlation_id: HeaderValue,
