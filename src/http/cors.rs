@@ -104,8 +104,14 @@ impl Cors {
         response
     }
 
-    /// Adds the CORS headers to the answer of a request from `origin`.
+    /// Adds the CORS headers to the answer of a request from `origin`. A request without an Origin header is
+    /// not a cross-origin request (browsers send Origin on every one), so its answer carries only `Vary`:
+    /// the allow and expose headers would be bytes no client reads, written on every validation.
     pub fn apply(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        if origin.is_none() {
+            headers.append(header::VARY, self.vary.clone());
+            return;
+        }
         self.common(origin, headers);
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -162,9 +168,33 @@ mod tests {
                     .is_none()
             );
         }
+        let any = Cors::new(&CorsOrigins::Any);
         let mut headers = HeaderMap::new();
-        Cors::new(&CorsOrigins::Any).apply(None, &mut headers);
+        any.apply(
+            Some(&HeaderValue::from_static("https://a.example")),
+            &mut headers,
+        );
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(headers.contains_key(header::ACCESS_CONTROL_EXPOSE_HEADERS));
+        let preflight = any.preflight(None);
+        assert_eq!(
+            preflight.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*"
+        );
+    }
+
+    #[test]
+    fn a_request_without_origin_gets_only_vary() {
+        for cors in [Cors::new(&CorsOrigins::Any), listed()] {
+            let mut headers = HeaderMap::new();
+            cors.apply(None, &mut headers);
+            assert_eq!(
+                headers.keys().collect::<Vec<_>>(),
+                [header::VARY],
+                "{:?}",
+                cors.origins
+            );
+        }
     }
 
     #[test]
