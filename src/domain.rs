@@ -32,6 +32,16 @@ pub enum RiskLevel {
 }
 
 impl RiskLevel {
+    /// The level's name, as the vendor and the API spell it (the same as its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "LOW",
+            RiskLevel::Medium => "MEDIUM",
+            RiskLevel::High => "HIGH",
+            RiskLevel::Critical => "CRITICAL",
+        }
+    }
+
     /// The level demo mode gives a score: LOW ≤ 25 < MEDIUM ≤ 50 < HIGH ≤ 75 < CRITICAL.
     pub fn for_score(score: u8) -> Self {
         match score {
