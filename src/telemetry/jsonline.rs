@@ -7,6 +7,7 @@
 //! run quoted in docs/benchmarks.md). There is no serde, no per-field allocation, and the timestamp comes
 //! from humantime's RFC 3339 formatter.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::SystemTime;
 
@@ -31,67 +32,92 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // humantime's RFC 3339 formatter writes the digits directly: no allocation, no time zone lookup.
-        // Everything else is written as plain strings: each `write!` goes through the formatting
-        // machinery, which the request path's profile showed (docs/benchmarks.md).
-        writer.write_str("{\"timestamp\":\"")?;
-        write!(
-            writer,
-            "{}",
-            humantime::format_rfc3339_micros(SystemTime::now())
-        )?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(event.metadata().level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = JsonFields {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str("}\n")
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                format_line(&mut line, event)?;
+                writer.write_str(&line)?;
+                if line.capacity() > MAX_KEPT_LINE {
+                    *line = String::new();
+                }
+                Ok(())
+            }
+            // Only when a value's Debug logs while its own line is being formatted: a buffer of its own.
+            Err(_) => {
+                let mut line = String::new();
+                format_line(&mut line, event)?;
+                writer.write_str(&line)
+            }
+        })
     }
+}
+
+thread_local! {
+    /// The line being formatted. Built here with plain string pushes and handed over in one piece: writing
+    /// each piece through the subscriber's `Writer` (a `dyn fmt::Write`) cost a call per piece, some forty
+    /// per line, 1,981 instructions for a validation's two lines (docs/benchmarks.md).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A line buffer that grew past this (one very long line) is given back rather than kept.
+const MAX_KEPT_LINE: usize = 16 * 1024;
+
+fn format_line(line: &mut String, event: &Event<'_>) -> fmt::Result {
+    // humantime's RFC 3339 formatter writes the digits directly: no allocation, no time zone lookup.
+    line.push_str("{\"timestamp\":\"");
+    write!(
+        line,
+        "{}",
+        humantime::format_rfc3339_micros(SystemTime::now())
+    )?;
+    line.push_str("\",\"level\":\"");
+    line.push_str(event.metadata().level().as_str());
+    line.push('"');
+    let mut fields = JsonFields {
+        out: line,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    line.push_str("}\n");
+    Ok(())
 }
 
 /// Writes each field as `,"name":value`; `message` comes first because tracing records it first.
-struct JsonFields<'w, 'a> {
-    out: &'w mut Writer<'a>,
+struct JsonFields<'a> {
+    out: &'a mut String,
+    /// The first error a value's Debug or Display returned; the line is then not written.
     result: fmt::Result,
 }
 
-impl JsonFields<'_, '_> {
-    fn key(&mut self, field: &Field) -> fmt::Result {
-        self.out.write_str(",\"")?;
-        Escaped(&mut *self.out).write_str(field.name())?;
-        self.out.write_str("\":")
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.out.push_str(",\"");
+        push_escaped(self.out, field.name());
+        self.out.push_str("\":");
     }
 
     fn raw(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| self.out.write_str(value));
-        }
+        self.key(field);
+        self.out.push_str(value);
     }
 }
 
-impl Visit for JsonFields<'_, '_> {
+impl Visit for JsonFields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.key(field);
+        self.out.push('"');
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| {
-                self.out.write_char('"')?;
-                write!(Escaped(&mut *self.out), "{value:?}")?;
-                self.out.write_char('"')
-            });
+            self.result = write!(Escaped(&mut *self.out), "{value:?}");
         }
+        self.out.push('"');
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| {
-                self.out.write_char('"')?;
-                Escaped(&mut *self.out).write_str(value)?;
-                self.out.write_char('"')
-            });
-        }
+        self.key(field);
+        self.out.push('"');
+        push_escaped(self.out, value);
+        self.out.push('"');
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -107,11 +133,9 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.result.is_ok() {
-            self.result = self
-                .key(field)
-                .and_then(|()| Thousandths(value).write_to(&mut *self.out));
-        }
+        self.key(field);
+        // Writing to a String cannot fail.
+        let _ = Thousandths(value).write_to(&mut *self.out);
     }
 }
 
@@ -145,43 +169,52 @@ impl Thousandths {
     }
 }
 
-/// Escapes text for a JSON string as it is written.
-struct Escaped<W>(W);
+/// Escapes text for a JSON string as it is written (for values formatted with Debug or Display).
+struct Escaped<'a>(&'a mut String);
 
-impl<W: fmt::Write> fmt::Write for Escaped<W> {
-    /// Byte by byte: everything that needs escaping is ASCII, and a byte below 0x80 is always a whole
-    /// character, so the text is cut only at character boundaries. Walking `char`s instead decoded UTF-8
-    /// for nothing: with the one-piece fast path below, escaping a validation's two log lines went from
-    /// 6,138 to 3,233 instructions (callgrind, docs/benchmarks.md).
+impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Most text needs no escaping: a scan without an early exit (which the compiler vectorises) finds
-        // that out, and the text is written in one piece.
-        if !s.bytes().fold(false, |special, b| {
-            special | (b < 0x20 || b == b'"' || b == b'\\')
-        }) {
-            return self.0.write_str(s);
-        }
-        let mut start = 0;
-        for (i, &b) in s.as_bytes().iter().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        push_escaped(self.0, s);
+        Ok(())
     }
+}
+
+/// Appends `s` escaped for a JSON string.
+///
+/// Byte by byte: everything that needs escaping is ASCII, and a byte below 0x80 is always a whole character,
+/// so the text is cut only at character boundaries. Walking `char`s instead decoded UTF-8 for nothing: with
+/// the one-piece fast path below, escaping a validation's two log lines went from 6,138 to 3,233
+/// instructions (callgrind, docs/benchmarks.md).
+fn push_escaped(out: &mut String, s: &str) {
+    // Most text needs no escaping: a scan without an early exit (which the compiler vectorises) finds that
+    // out, and the text is appended in one piece.
+    if !s.bytes().fold(false, |special, b| {
+        special | (b < 0x20 || b == b'"' || b == b'\\')
+    }) {
+        out.push_str(s);
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
 }
 
 #[cfg(test)]
@@ -233,9 +266,7 @@ mod tests {
     #[test]
     fn strings_are_escaped_for_json() {
         let mut s = String::new();
-        Escaped(&mut s)
-            .write_str("a\"b\\c\nd\u{1}é")
-            .expect("writes");
+        push_escaped(&mut s, "a\"b\\c\nd\u{1}é");
         assert_eq!(s, "a\\\"b\\\\c\\nd\\u0001é");
         let parsed: String = serde_json::from_str(&format!("\"{s}\"")).expect("valid JSON string");
         assert_eq!(parsed, "a\"b\\c\nd\u{1}é");

@@ -388,7 +388,7 @@ mod tests {
         let capture = Capture::default();
         let (out, guard) = BatchedStdout::start(Box::new(capture.clone()), MAX_PENDING_BYTES);
         tracing::dispatcher::with_default(&json_dispatch(out), || {
-            tracing::info!(status = 200u16, duration_ms = 1.5, path = %"/a\"b", ok = true, delta = -3i64, "request");
+            tracing::info!(status = 200u16, duration_ms = 1.5, path = %"/a\"b", ok = true, delta = -3i64, text = "tab\there\u{1}", "request");
             tracing::warn!("second");
         });
         finish(guard);
@@ -401,6 +401,7 @@ mod tests {
         assert_eq!(lines[0]["path"], "/a\"b");
         assert_eq!(lines[0]["ok"], true);
         assert_eq!(lines[0]["delta"], -3);
+        assert_eq!(lines[0]["text"], "tab\there\u{1}");
         assert_eq!(lines[1]["level"], "WARN");
         assert!(
             lines[0]["timestamp"]
