@@ -203,7 +203,9 @@ impl RiskShieldClient {
         loop {
             attempt += 1;
             let started = Instant::now();
-            let result = self.attempt(pool, &request, correlation, deadline).await;
+            let result = self
+                .attempt(pool, &request, correlation, started, deadline)
+                .await;
             let elapsed = started.elapsed();
             let outcome = match &result {
                 Ok(_) => "success",
@@ -261,19 +263,20 @@ impl RiskShieldClient {
         }
     }
 
-    /// One HTTP exchange, bounded by the attempt timeout and the request deadline.
+    /// One HTTP exchange begun at `started`, bounded by the attempt timeout and the request deadline.
     async fn attempt(
         &self,
         pool: &Pool,
         request: &[u8],
         correlation: &HeaderValue,
+        started: Instant,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
-        let attempt_deadline = (Instant::now() + self.policy.attempt_timeout).min(deadline);
+        let attempt_deadline = (started + self.policy.attempt_timeout).min(deadline);
         let exchange = async {
             // Every answer, errors included, is read (bounded) so the connection can go back to the pool.
             let answer = pool
-                .exchange(request, MAX_RESPONSE_BYTES)
+                .exchange(request, MAX_RESPONSE_BYTES, started)
                 .await
                 .map_err(|e| {
                     tracing::debug!(

@@ -134,13 +134,19 @@ impl Pool {
     }
 
     /// Writes `request` (a whole HTTP/1.1 request: head and body) and reads the answer, its body up to
-    /// `max_body` bytes. A request that could not be written on a reused connection, or that such a
+    /// `max_body` bytes. `now` is when the exchange begins (the caller has just read the clock): idle
+    /// connections are aged against it, and the one used counts as idle from it. A request that could not be written on a reused connection, or that such a
     /// connection ended without a byte of answer, is sent once more on a new one: the server may have closed
     /// the idle connection just as it was taken.
-    pub async fn exchange(&self, request: &[u8], max_body: usize) -> Result<Answer, PoolError> {
+    pub async fn exchange(
+        &self,
+        request: &[u8],
+        max_body: usize,
+        now: Instant,
+    ) -> Result<Answer, PoolError> {
         // The connect path (TCP, TLS) is rare once connections are pooled; boxed, its state does not sit
         // inside every exchange's future.
-        let (mut conn, reused) = match self.checkout() {
+        let (mut conn, reused) = match self.checkout(now) {
             Some(conn) => (conn, true),
             None => (Box::pin(self.connect()).await?, false),
         };
@@ -163,14 +169,13 @@ impl Pool {
             result => result?,
         };
         if reusable {
-            self.checkin(conn);
+            self.checkin(conn, now);
         }
         Ok(answer)
     }
 
     /// The most recently used connection that is still open; closed and expired ones are dropped on the way.
-    fn checkout(&self) -> Option<Box<Conn>> {
-        let now = Instant::now();
+    fn checkout(&self, now: Instant) -> Option<Box<Conn>> {
         loop {
             let idle = self.lock().pop()?;
             let mut conn = idle.conn;
@@ -180,16 +185,13 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, conn: Box<Conn>) {
+    fn checkin(&self, conn: Box<Conn>, now: Instant) {
         let mut idle = self.lock();
         if idle.len() >= MAX_IDLE {
             // The oldest connection is the least likely to be wanted again.
             idle.remove(0);
         }
-        idle.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        idle.push(Idle { conn, since: now });
     }
 
     /// A new connection, boxed: a TLS connection's state is large, and every future that holds the
@@ -650,7 +652,9 @@ mod tests {
     const REQUEST: &[u8] = b"POST /score HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}";
 
     async fn exchange(pool: &Pool, max_body: usize) -> Answer {
-        pool.exchange(REQUEST, max_body).await.expect("answer")
+        pool.exchange(REQUEST, max_body, Instant::now())
+            .await
+            .expect("answer")
     }
 
     #[tokio::test]
@@ -795,7 +799,7 @@ mod tests {
         // A new connection that ends without an answer is the exchange's failure, not sent again.
         let fresh = raw.pool();
         assert!(matches!(
-            fresh.exchange(REQUEST, 8).await,
+            fresh.exchange(REQUEST, 8, Instant::now()).await,
             Err(PoolError::Closed)
         ));
         assert_eq!((raw.connections(), raw.requests()), (3, 4));
@@ -806,7 +810,7 @@ mod tests {
         let raw = Raw::start(vec![("SMTP ready\r\n\r\n", Then::Keep)]).await;
         let pool = raw.pool();
         assert!(matches!(
-            pool.exchange(REQUEST, 8).await,
+            pool.exchange(REQUEST, 8, Instant::now()).await,
             Err(PoolError::Invalid(_))
         ));
         assert_eq!(pool.idle_count(), 0);
