@@ -267,6 +267,42 @@ async fn content_type_must_be_application_json() {
     s.stop().await;
 }
 
+/// A chunked request with `chunks` as its chunks.
+fn chunked(chunks: &[&str]) -> String {
+    let mut request = String::from(
+        "POST /validate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for chunk in chunks {
+        request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    request.push_str("0\r\n\r\n");
+    request
+}
+
+#[tokio::test]
+async fn a_body_in_several_chunks_is_read_whole_and_limited_as_a_whole() {
+    let s = TestServer::start(config(&[("MAX_BODY_BYTES", "100")])).await;
+    let whole = chunked(&[
+        r#"{"firstName":"A","#,
+        r#""lastName":"B","idNumber":"#,
+        r#""9001011234088"}"#,
+    ]);
+    let answer = raw(s.addr, whole.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""riskScore":"#), "{answer}");
+    // Each chunk is under the limit, together they are over it.
+    let pad = " ".repeat(40);
+    let over = chunked(&[
+        r#"{"firstName":"A","#,
+        &pad,
+        &pad,
+        r#""lastName":"B","idNumber":"9001011234088"}"#,
+    ]);
+    let answer = raw(s.addr, over.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_get_413() {
     let s = TestServer::start(config(&[("MAX_BODY_BYTES", "100")])).await;
