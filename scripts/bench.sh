@@ -16,8 +16,9 @@
 #   --quick   a few seconds, same code paths (CI runs this so the script never rots)
 #   --write   also write the report to docs/benchmarks.md (default for full runs, off for --quick); a section
 #             starting "## Profile and notes" in that file is kept below the new figures
-# Tunables (env): BENCH_DURATION (10s), BENCH_CONNECTIONS (50), BENCH_THREADS (2), BENCH_RUNS (3),
-#                 BENCH_SAMPLES (20, for cold start and healthcheck).
+# Tunables (env): BENCH_DURATION (10s), BENCH_CONNECTIONS (50), BENCH_THREADS (2), BENCH_RUNS (5: on a shared
+#                 machine one disturbed round in five still leaves the median alone), BENCH_SAMPLES (20, for
+#                 cold start and healthcheck).
 # Everything runs on 127.0.0.1; every load is bounded in time; everything started is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ done
 if $quick; then
   DURATION=${BENCH_DURATION:-2s}; CONNECTIONS=${BENCH_CONNECTIONS:-10}; RUNS=${BENCH_RUNS:-1}; SAMPLES=${BENCH_SAMPLES:-3}
 else
-  DURATION=${BENCH_DURATION:-10s}; CONNECTIONS=${BENCH_CONNECTIONS:-50}; RUNS=${BENCH_RUNS:-3}; SAMPLES=${BENCH_SAMPLES:-20}
+  DURATION=${BENCH_DURATION:-10s}; CONNECTIONS=${BENCH_CONNECTIONS:-50}; RUNS=${BENCH_RUNS:-5}; SAMPLES=${BENCH_SAMPLES:-20}
 fi
 THREADS=${BENCH_THREADS:-2}
 TARGET=x86_64-unknown-linux-musl
