@@ -65,6 +65,7 @@ pub enum PoolError {
     Connect(BoxError),
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
+    /// The connection ended, or was reset, before a byte of the answer arrived.
     #[error("connection closed before an answer")]
     Closed,
     #[error("invalid answer: {0}")]
@@ -360,11 +361,13 @@ impl Conn {
                 None if self.buf.len() >= MAX_HEAD_BYTES => {
                     return Err(PoolError::Invalid("head too large"));
                 }
-                None => {
-                    if self.fill().await? == 0 {
-                        return Err(PoolError::Closed);
-                    }
-                }
+                None => match self.fill().await {
+                    Ok(n) if n > 0 => {}
+                    // Ended or reset before a byte of this answer arrived.
+                    Ok(_) | Err(_) if self.buf.is_empty() => return Err(PoolError::Closed),
+                    Ok(_) => return Err(PoolError::Invalid("answer cut off")),
+                    Err(e) => return Err(e.into()),
+                },
             }
         };
         let body = match head.framing {
@@ -785,6 +788,7 @@ mod tests {
             ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", Then::Keep),
             ("", Then::Close),
             ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb", Then::Keep),
+            ("HTTP/1.1 200 OK\r\nContent-Le", Then::Close),
             ("", Then::Close),
         ])
         .await;
@@ -797,13 +801,20 @@ mod tests {
             Ok(b"b".as_slice())
         );
         assert_eq!((raw.connections(), raw.requests()), (2, 3));
+        // A reused connection that ends in the middle of an answer's head: the server saw the request, so it
+        // is not sent again.
+        assert!(matches!(
+            pool.exchange(REQUEST, 8, Instant::now()).await,
+            Err(PoolError::Invalid(_))
+        ));
+        assert_eq!((raw.connections(), raw.requests()), (2, 4));
         // A new connection that ends without an answer is the exchange's failure, not sent again.
         let fresh = raw.pool();
         assert!(matches!(
             fresh.exchange(REQUEST, 8, Instant::now()).await,
             Err(PoolError::Closed)
         ));
-        assert_eq!((raw.connections(), raw.requests()), (3, 4));
+        assert_eq!((raw.connections(), raw.requests()), (3, 5));
     }
 
     #[tokio::test]
