@@ -47,6 +47,10 @@ fi
 newest="$(find "$db/crates" -name 'RUSTSEC-*.md' -print0 | xargs -0 sed -n 's/^date = "\([0-9-]*\)"$/\1/p' | sort | tail -n 1)"
 echo "advisory database: $source_note; newest advisory dated ${newest:-unknown}"
 
+# cargo-deny reads the whole graph, the crates of other platforms included (windows-sys, wasm's bumpalo), which a
+# build on this host never downloads: fetch them all from the crate registry first, so the offline check
+# finds every one on a fresh machine too.
+cargo fetch --locked --quiet
 cargo deny --locked --offline check --show-stats advisories licenses bans sources
 
 echo "licences in the dependency graph (crates per licence expression):"
