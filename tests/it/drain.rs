@@ -110,3 +110,46 @@ async fn requests_still_running_when_the_grace_period_ends_are_cut_off_and_the_e
     );
     assert_eq!(fake.count(), 1);
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_by_the_drain_without_waiting_for_the_grace_period()
+{
+    let mut app = App::start(&[
+        ("DEMO_MODE", "true"),
+        ("SHUTDOWN_GRACE", "10m"),
+        ("HEADER_READ_TIMEOUT", "10m"),
+    ])
+    .await;
+    // Two keep-alive connections, each answered once and then left idle.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        idle.push(stream);
+    }
+    app.process.signal("TERM");
+    // Each idle connection is closed by the server: the rest of its answer, then the end. (Bounded, so a drain
+    // that forgets idle connections fails here instead of hanging for the grace period.)
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            stream.read_to_end(&mut rest),
+        );
+        assert!(
+            matches!(closed.await, Ok(Ok(_))),
+            "an idle connection was left open"
+        );
+    }
+    // Nothing was left to cut off: the drain ended long before the ten-minute grace period.
+    app.process
+        .wait_for_log("the drain's end", |l| l["message"] == "drained, exiting")
+        .await;
+    assert_eq!(app.process.wait().await.code(), Some(0));
+}
