@@ -93,8 +93,7 @@ fn target_of(uri: &Uri) -> Result<(PathAndQuery, HeaderValue), SettingsError> {
 /// The fixed part of every score request's head. Every piece is a valid request target or header value
 /// (checked by the `http` types), so no line break can get in.
 fn head_of(path: &PathAndQuery, host: &HeaderValue) -> Vec<u8> {
-    let mut head = Vec::with_capacity(160);
-    for part in [
+    [
         b"POST ".as_slice(),
         path.as_str().as_bytes(),
         b" HTTP/1.1\r\nhost: ",
@@ -102,10 +101,8 @@ fn head_of(path: &PathAndQuery, host: &HeaderValue) -> Vec<u8> {
         b"\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: ",
         USER_AGENT.as_bytes(),
         b"\r\n",
-    ] {
-        head.extend_from_slice(part);
-    }
-    head
+    ]
+    .concat()
 }
 
 impl RiskShieldClient {
@@ -204,7 +201,7 @@ impl RiskShieldClient {
             attempt += 1;
             let started = Instant::now();
             let result = self
-                .attempt(pool, &request, correlation, started, deadline)
+                .attempt(pool, &request, correlation_id, started, deadline)
                 .await;
             let elapsed = started.elapsed();
             let outcome = match &result {
@@ -268,7 +265,7 @@ impl RiskShieldClient {
         &self,
         pool: &Pool,
         request: &[u8],
-        correlation: &HeaderValue,
+        correlation_id: &str,
         started: Instant,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
@@ -279,11 +276,7 @@ impl RiskShieldClient {
                 .exchange(request, MAX_RESPONSE_BYTES, started)
                 .await
                 .map_err(|e| {
-                    tracing::debug!(
-                        correlation_id = correlation.to_str().unwrap_or_default(),
-                        error = %e,
-                        "upstream connection failed"
-                    );
+                    tracing::debug!(correlation_id, error = %e, "upstream connection failed");
                     UpstreamError::Unavailable {
                         status: None,
                         retry_after: None,
@@ -311,7 +304,7 @@ impl RiskShieldClient {
     ) -> Result<Vec<u8>, UpstreamError> {
         let api_key = key.header().ok_or(UpstreamError::CredentialsUnavailable)?;
         let mut length = itoa::Buffer::new();
-        let parts = [
+        Ok([
             self.head.as_slice(),
             b"x-api-key: ",
             api_key.as_bytes(),
@@ -323,12 +316,8 @@ impl RiskShieldClient {
             length.format(body.len()).as_bytes(),
             b"\r\n\r\n",
             body,
-        ];
-        let mut request = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            request.extend_from_slice(part);
-        }
-        Ok(request)
+        ]
+        .concat())
     }
 
     /// The `riskshield_api` readiness check: false while the breaker is open, or when the upstream host
