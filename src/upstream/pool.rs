@@ -63,6 +63,8 @@ type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
 pub enum PoolError {
     #[error("connect failed: {0}")]
     Connect(BoxError),
+    #[error("request could not be sent: {0}")]
+    Unsent(io::Error),
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
     /// The connection ended, or was reset, before a byte of the answer arrived.
@@ -137,9 +139,9 @@ impl Pool {
 
     /// Writes `request` (a whole HTTP/1.1 request: head and body) and reads the answer, its body up to
     /// `max_body` bytes. `now` is when the exchange begins (the caller has just read the clock): idle
-    /// connections are aged against it, and the one used counts as idle from it. A request that could not be written on a reused connection, or that such a
-    /// connection ended without a byte of answer, is sent once more on a new one: the server may have closed
-    /// the idle connection just as it was taken.
+    /// connections are aged against it, and the one used counts as idle from it. A request that a reused
+    /// connection could not take, or that it ended without a byte of answer, is sent once more on a new one:
+    /// the server may have closed the idle connection just as it was taken.
     pub async fn exchange(
         &self,
         request: &[u8],
@@ -152,24 +154,15 @@ impl Pool {
             Some(conn) => (conn, true),
             None => (Box::pin(self.connect()).await?, false),
         };
-        if let Err(e) = conn.write(request).await {
-            if !reused {
-                return Err(e.into());
-            }
+        let mut sent = conn.send(request, max_body).await;
+        if reused && sent.as_ref().is_err_and(PoolError::unanswered) {
+            // The keep-alive race: the server closed the idle connection as the request went out. The request
+            // is sent once more on a new connection; a score request can be repeated (the client retries
+            // whole attempts anyway).
             conn = Box::pin(self.connect()).await?;
-            conn.write(request).await?;
+            sent = conn.send(request, max_body).await;
         }
-        let (answer, reusable) = match conn.read_answer(max_body).await {
-            // Closed with not a byte of answer on a reused connection: the keep-alive race, where the server
-            // closed the idle connection as the request went out. The request is sent once more on a new
-            // connection; a score request can be repeated (the client retries whole attempts anyway).
-            Err(PoolError::Closed) if reused => {
-                conn = Box::pin(self.connect()).await?;
-                conn.write(request).await?;
-                conn.read_answer(max_body).await?
-            }
-            result => result?,
-        };
+        let (answer, reusable) = sent?;
         if reusable {
             self.checkin(conn, now);
         }
@@ -323,10 +316,22 @@ fn parse_chunk_size(line: &[u8]) -> Option<usize> {
     usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
 }
 
+impl PoolError {
+    /// The connection took no request or gave not a byte of answer: the server cannot have acted on it.
+    fn unanswered(&self) -> bool {
+        matches!(self, PoolError::Unsent(_) | PoolError::Closed)
+    }
+}
+
 impl Conn {
-    async fn write(&mut self, request: &[u8]) -> io::Result<()> {
-        self.io.write_all(request).await?;
-        self.io.flush().await
+    /// Writes `request` and reads its answer; also whether the connection can be reused.
+    async fn send(&mut self, request: &[u8], max_body: usize) -> Result<(Answer, bool), PoolError> {
+        self.io
+            .write_all(request)
+            .await
+            .map_err(PoolError::Unsent)?;
+        self.io.flush().await.map_err(PoolError::Unsent)?;
+        self.read_answer(max_body).await
     }
 
     /// Whether an idle connection can still carry a request: nothing has arrived on it since its last
@@ -392,10 +397,8 @@ impl Conn {
     /// Makes sure at least `wanted` bytes are buffered.
     async fn fill_to(&mut self, wanted: usize) -> Result<(), BodyError> {
         while self.buf.len() < wanted {
-            self.buf.reserve(wanted - self.buf.len());
-            match self.io.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(BodyError::Truncated),
-                Ok(_) => {}
+            if !matches!(self.fill().await, Ok(n) if n > 0) {
+                return Err(BodyError::Truncated);
             }
         }
         Ok(())
