@@ -179,13 +179,13 @@ impl fmt::Write for Escaped<'_> {
     }
 }
 
-/// Appends `s` escaped for a JSON string.
+/// Appends `s` escaped for a JSON string (the log lines' strings, and the validation answer's correlation id).
 ///
 /// Byte by byte: everything that needs escaping is ASCII, and a byte below 0x80 is always a whole character,
 /// so the text is cut only at character boundaries. Walking `char`s instead decoded UTF-8 for nothing: with
 /// the one-piece fast path below, escaping a validation's two log lines went from 6,138 to 3,233
 /// instructions (callgrind, docs/benchmarks.md).
-fn push_escaped(out: &mut String, s: &str) {
+pub fn push_escaped(out: &mut String, s: &str) {
     // Most text needs no escaping: a scan without an early exit (which the compiler vectorises) finds that
     // out, and the text is appended in one piece.
     if !s.bytes().fold(false, |special, b| {
