@@ -11,17 +11,17 @@ use http::Uri;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::api_key::KeySource;
+use crate::api_key::vault::VaultKeySource;
 use crate::auth::Authenticator;
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};
-use crate::keys::KeySource;
-use crate::keys::vault::VaultKeySource;
 use crate::outbound;
 use crate::ratelimit::ClientLimiter;
+use crate::riskshield::retry::RetryPolicy;
+use crate::riskshield::{RiskShieldClient, Settings};
 use crate::scoring::Scorer;
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::retry::RetryPolicy;
-use crate::upstream::{RiskShieldClient, Settings};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

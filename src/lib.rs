@@ -10,9 +10,9 @@
 //!    HTTP answers.
 //! 3. [`telemetry`]: JSON log lines and Prometheus metrics. [`outbound`]: the one hyper + rustls client stack
 //!    with bundled roots. [`ratelimit`]: per-client limiting of validations.
-//! 4. [`keys`]: where the API key comes from (a fixed key, or Azure Key Vault with Managed Identity on the
+//! 4. [`api_key`]: where the API key comes from (a fixed key, or Azure Key Vault with Managed Identity on the
 //!    outbound stack). [`auth`]: callers' bearer tokens checked against the issuer's keys (AUTH_MODE=entra).
-//! 5. [`upstream`]: the RiskShield client (timeouts, retries, breaker, answer checks).
+//! 5. [`riskshield`]: the RiskShield client (timeouts, retries, breaker, answer checks).
 //! 6. [`scoring`]: the demo scorer or RiskShield, behind one [`scoring::Scorer`].
 //! 7. [`http`]: the server, the request envelope and the handlers, over an [`http::AppState`].
 //! 8. [`app`]: the composition root, the only module that knows all of the above and wires them.
@@ -20,6 +20,7 @@
 //!    [`diagnose`] (the `diagnose` subcommand) sits beside [`app`]: it runs the service's own configuration,
 //!    outbound TLS, identity and vault code once each, so it may import anything below.
 
+pub mod api_key;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -29,13 +30,12 @@ pub mod domain;
 pub mod error;
 pub mod healthcheck;
 pub mod http;
-pub mod keys;
 pub mod outbound;
 pub mod ratelimit;
+pub mod riskshield;
 pub mod routes;
 pub mod scoring;
 pub mod telemetry;
-pub mod upstream;
 pub mod validation;
 
 pub use app::serve;

@@ -1,6 +1,6 @@
 //! What produces scores for the HTTP layer: the demo scorer, or RiskShield through the resilient client.
 //!
-//! The HTTP layer only sees [`Scorer`] and its per-worker [`Lane`], so demo mode and the real vendor share one
+//! The HTTP layer only sees [`Scorer`] and its per-worker [`WorkerScorer`], so demo mode and the real vendor share one
 //! code path above this line.
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::domain::{Applicant, Score, demo_score};
 use crate::error::UpstreamError;
-use crate::upstream::{Pool, RiskShieldClient};
+use crate::riskshield::{Pool, RiskShieldClient};
 
 /// What produces scores for the HTTP layer, shared by every worker thread.
 #[derive(Clone, Debug)]
@@ -20,11 +20,11 @@ pub enum Scorer {
 }
 
 impl Scorer {
-    /// A lane for one worker thread: the shared scorer with that worker's own upstream connections.
-    pub fn lane(&self) -> Lane {
+    /// A worker_scorer for one worker thread: the shared scorer with that worker's own upstream connections.
+    pub fn for_worker(&self) -> WorkerScorer {
         match self {
-            Scorer::Demo => Lane::Demo,
-            Scorer::RiskShield(client) => Lane::RiskShield {
+            Scorer::Demo => WorkerScorer::Demo,
+            Scorer::RiskShield(client) => WorkerScorer::RiskShield {
                 pool: client.pool(),
                 client: client.clone(),
             },
@@ -35,7 +35,7 @@ impl Scorer {
 /// One worker's way to scores: the process-wide client (breaker, key, readiness) and the worker's own
 /// connection pool, so a request and its upstream exchange stay on the worker's thread.
 #[derive(Debug)]
-pub enum Lane {
+pub enum WorkerScorer {
     Demo,
     RiskShield {
         client: Arc<RiskShieldClient>,
@@ -43,7 +43,7 @@ pub enum Lane {
     },
 }
 
-impl Lane {
+impl WorkerScorer {
     /// Scores `applicant`; the upstream call never runs past `deadline`.
     pub async fn score(
         &self,
@@ -52,8 +52,8 @@ impl Lane {
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         match self {
-            Lane::Demo => Ok(demo_score(&applicant.id_number)),
-            Lane::RiskShield { client, pool } => {
+            WorkerScorer::Demo => Ok(demo_score(&applicant.id_number)),
+            WorkerScorer::RiskShield { client, pool } => {
                 client
                     .score(pool, applicant, correlation_id, deadline)
                     .await

@@ -2,12 +2,12 @@
 //! Entra ID or any OpenID Connect issuer), checked by the service itself so that it is protected on every
 //! platform, not only behind Container Apps' built-in authentication.
 //!
-//! [`keys`] keeps the issuer's signing keys (fetched in the background, refreshed, re-fetched on an unknown
+//! [`jwks`] keeps the issuer's signing keys (fetched in the background, refreshed, re-fetched on an unknown
 //! `kid`); [`token`] checks one token (RS256 only, issuer, audience, lifetime). [`Authenticator`] puts them
 //! together for the validate handler and counts every outcome in the metrics. A refusal says only what RFC
 //! 6750 lets it say; the token itself is never logged or echoed, only the calling application's id.
 
-pub mod keys;
+pub mod jwks;
 pub mod token;
 
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::outbound::HttpClient;
 use crate::telemetry::metrics::Metrics;
-use keys::{Lookup, SigningKeys};
+use jwks::{Lookup, SigningKeys};
 use token::reason;
 
 /// An authenticated caller: the application the token was issued to.

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use http::Uri;
 use serde::Serialize;
 
-use crate::auth::keys::SigningKeys;
+use crate::api_key::identity::Identity;
+use crate::api_key::vault::{ReadError, VaultAccess};
+use crate::auth::jwks::SigningKeys;
 use crate::config::{Config, KeySourceConfig};
-use crate::keys::identity::Identity;
-use crate::keys::vault::{ReadError, VaultAccess};
 use crate::outbound::{self, HttpClient};
 
 /// The outcome of one check.

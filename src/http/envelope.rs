@@ -16,7 +16,7 @@ use super::handlers;
 use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::auth::CallerApp;
 use crate::routes::Route;
-use crate::scoring::Lane;
+use crate::scoring::WorkerScorer;
 use crate::telemetry::logging::loggable_path;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -26,7 +26,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct Envelope {
     pub state: Arc<AppState>,
     /// The worker's own way to scores (its upstream connections).
-    pub lane: Arc<Lane>,
+    pub worker_scorer: Arc<WorkerScorer>,
     pub cors: Arc<Cors>,
     pub peer: SocketAddr,
 }
@@ -38,7 +38,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let state = self.state.clone();
-        let lane = self.lane.clone();
+        let worker_scorer = self.worker_scorer.clone();
         let cors = self.cors.clone();
         let started = Instant::now();
         let correlation_id = correlation_id(request.headers());
@@ -61,7 +61,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
             let mut response = if preflight {
                 cors.preflight(origin.as_ref())
             } else {
-                let mut response = handlers::route(&state, &lane, &ctx, request).await;
+                let mut response = handlers::route(&state, &worker_scorer, &ctx, request).await;
                 cors.apply(origin.as_ref(), response.headers_mut());
                 response
             };

@@ -18,14 +18,14 @@ use crate::domain::Score;
 use crate::error::AppError;
 use crate::ratelimit;
 use crate::routes::Route;
-use crate::scoring::{Lane, Scorer};
+use crate::scoring::{Scorer, WorkerScorer};
 use crate::telemetry::{jsonline, logging, metrics};
 use crate::validation;
 
 /// Answers one request.
 pub async fn route(
     state: &AppState,
-    lane: &Lane,
+    worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Response<Body> {
@@ -54,7 +54,9 @@ pub async fn route(
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => authenticated(state, lane, ctx, request).await,
+        Route::Validate | Route::ApiValidate => {
+            authenticated(state, worker_scorer, ctx, request).await
+        }
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => docs(state),
         Route::Metrics => metrics(state, request.headers()),
@@ -150,19 +152,19 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
 /// into the response's extensions for the request log line.
 async fn authenticated(
     state: &AppState,
-    lane: &Lane,
+    worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let Some(auth) = &state.auth else {
-        return rate_limited(state, lane, ctx, request, None).await;
+        return rate_limited(state, worker_scorer, ctx, request, None).await;
     };
     let (app_id, mut response) = match auth.authenticate(request.headers()).await {
         Ok(caller) => {
             let app_id = caller.app_id.clone();
             (
                 Some(app_id),
-                rate_limited(state, lane, ctx, request, Some(caller.app_id)).await,
+                rate_limited(state, worker_scorer, ctx, request, Some(caller.app_id)).await,
             )
         }
         Err(refusal) => (
@@ -181,7 +183,7 @@ async fn authenticated(
 /// allowance. The client is the calling application when callers authenticate, else its address.
 async fn rate_limited(
     state: &AppState,
-    lane: &Lane,
+    worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
     app_id: Option<std::sync::Arc<str>>,
@@ -199,7 +201,7 @@ async fn rate_limited(
     });
     let result = match decision.and_then(|d| d.retry_after) {
         Some(retry_after) => Err(AppError::RateLimited { retry_after }),
-        None => validate(state, lane, ctx, request).await,
+        None => validate(state, worker_scorer, ctx, request).await,
     };
     let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.correlation_id));
     if let Some(decision) = decision {
@@ -228,7 +230,7 @@ fn validated_body(score: &Score, correlation_id: &HeaderValue) -> Bytes {
 
 async fn validate(
     state: &AppState,
-    lane: &Lane,
+    worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, AppError> {
@@ -255,7 +257,7 @@ async fn validate(
         .unwrap_or(Err(AppError::RequestTimeout))?;
     // Not cut off from here: the scorer ends by the deadline on its own (504 TIMEOUT_ERROR), so the breaker
     // hears about a call that REQUEST_TIMEOUT ended. Dropping its future would lose that.
-    let score = lane
+    let score = worker_scorer
         .score(&applicant, &ctx.correlation_id, deadline)
         .await?;
     Ok(bytes_response(

@@ -3,7 +3,7 @@
 //!
 //! Thread-per-core: [`spawn_workers`] starts one OS thread per worker, each with its own single-threaded tokio
 //! runtime, its own `SO_REUSEPORT` listener on the shared address (the kernel spreads new connections across
-//! them), its own share of MAX_CONNECTIONS and its own upstream connections (a [`Lane`]). A request and its
+//! them), its own share of MAX_CONNECTIONS and its own upstream connections (a [`WorkerScorer`]). A request and its
 //! upstream exchange therefore never leave the thread that accepted the connection. What must be global (the
 //! breaker, the key, metrics, the rate limiter, the draining flag) lives in the shared [`AppState`].
 //!
@@ -175,7 +175,7 @@ async fn worker(
     max_connections: usize,
     stop: impl Future<Output = ()>,
 ) -> usize {
-    let lane = Arc::new(state.scorer.lane());
+    let worker_scorer = Arc::new(state.scorer.for_worker());
     let cors = Arc::new(Cors::new(&state.config.cors_origins));
     let limit = Arc::new(Semaphore::new(max_connections));
     let drain = Arc::new(Drain::default());
@@ -212,7 +212,7 @@ async fn worker(
         let _ = stream.set_nodelay(true);
         let service = Envelope {
             state: state.clone(),
-            lane: lane.clone(),
+            worker_scorer: worker_scorer.clone(),
             cors: cors.clone(),
             peer,
         };

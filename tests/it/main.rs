@@ -13,8 +13,9 @@ mod metrics_formats;
 mod ops;
 mod properties;
 mod ready_probe;
+mod riskshield;
+
 mod shutdown;
 mod startup;
 mod support;
-mod upstream;
 mod vault;

@@ -19,9 +19,9 @@ use super::answer::{MAX_RESPONSE_BYTES, classify};
 use super::breaker::CircuitBreaker;
 use super::pool::Pool;
 use super::retry::{MAX_RETRY_DELAY, RetryPolicy};
+use crate::api_key::KeySource;
 use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
 use crate::error::UpstreamError;
-use crate::keys::KeySource;
 use crate::outbound::Connector;
 use crate::telemetry::metrics::Metrics;
 
