@@ -2,6 +2,8 @@
 //! validations) the caller's bearer token when AUTH_MODE=entra, rate limit, media type, body size, JSON and
 //! field validation, and finally scoring.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -14,7 +16,7 @@ use super::docs::VERSION;
 use super::response::{bytes_response, error_response, json_response};
 use super::state::{AppState, Body, RequestContext};
 use crate::auth::CallerApp;
-use crate::domain::Score;
+use crate::domain::{Applicant, Score};
 use crate::error::AppError;
 use crate::ratelimit;
 use crate::routes::Route;
@@ -54,9 +56,7 @@ pub async fn route(
         ),
         Route::Health | Route::ApiHealth => health(state),
         Route::Ready | Route::HealthReady | Route::ApiReady => ready(state).await,
-        Route::Validate | Route::ApiValidate => {
-            authenticated(state, worker_scorer, ctx, request).await
-        }
+        Route::Validate | Route::ApiValidate => validate(state, worker_scorer, ctx, request).await,
         Route::OpenApi => bytes_response("application/json", state.openapi.clone()),
         Route::Docs => docs(state),
         Route::Metrics => metrics(state, request.headers()),
@@ -147,65 +147,75 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     response
 }
 
-/// With AUTH_MODE=entra the caller's token is checked first, so the rate limiter can key on the calling
-/// application; a refused caller is answered at once and never counts against any allowance. The app id goes
-/// into the response's extensions for the request log line.
-async fn authenticated(
+/// POST validate, the whole pipeline in order: the caller (AUTH_MODE=entra), the client's allowance, the
+/// body decoded and checked, the score. Each step answers or passes on.
+///
+/// The caller comes first so the rate limiter can key on the calling application; a refused caller is answered
+/// at once and never counts against any allowance. The allowance comes before anything else a validation does,
+/// so a throttled client costs one map lookup; every answer after it, refusals and errors included, reports the
+/// client's allowance. The caller's app id goes into the response's extensions for the request log line.
+async fn validate(
     state: &AppState,
     worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let Some(auth) = &state.auth else {
-        return rate_limited(state, worker_scorer, ctx, request, None).await;
-    };
-    let (app_id, mut response) = match auth.authenticate(request.headers()).await {
-        Ok(caller) => {
-            let app_id = caller.app_id.clone();
-            (
-                Some(app_id),
-                rate_limited(state, worker_scorer, ctx, request, Some(caller.app_id)).await,
-            )
+    let app_id = match authenticate(state, request.headers()).await {
+        Ok(app_id) => app_id,
+        Err(refusal) => {
+            let response = error_response(&refusal.error.into(), &ctx.correlation_id);
+            return with_caller(response, refusal.app_id);
         }
-        Err(refusal) => (
-            refusal.app_id,
-            error_response(&refusal.error.into(), &ctx.correlation_id),
-        ),
     };
-    if let Some(app_id) = app_id {
-        response.extensions_mut().insert(CallerApp(app_id));
-    }
-    response
-}
-
-/// The rate limit runs before anything else a validation does (after authentication), so a throttled
-/// client costs one map lookup; every validate answer, refusals and errors included, reports the client's
-/// allowance. The client is the calling application when callers authenticate, else its address.
-async fn rate_limited(
-    state: &AppState,
-    worker_scorer: &WorkerScorer,
-    ctx: &RequestContext,
-    request: Request<Incoming>,
-    app_id: Option<std::sync::Arc<str>>,
-) -> Response<Body> {
-    let decision = state.limiter.as_ref().map(|limiter| match app_id {
-        Some(app_id) => limiter.check(&ratelimit::ClientKey::App(app_id)),
-        None => {
-            let client = ratelimit::client_addr(
-                ctx.peer.ip(),
-                request.headers(),
-                state.config.trusted_proxy_hops,
-            );
-            limiter.check(&ratelimit::ClientKey::Addr(client))
-        }
-    });
-    let result = match decision.and_then(|d| d.retry_after) {
+    let allowance = allowance(state, ctx, request.headers(), app_id.clone());
+    let result = match allowance.and_then(|d| d.retry_after) {
         Some(retry_after) => Err(AppError::RateLimited { retry_after }),
-        None => validate(state, worker_scorer, ctx, request).await,
+        None => match decode(state, ctx, request).await {
+            Ok(applicant) => score(state, worker_scorer, ctx, &applicant).await,
+            Err(e) => Err(e),
+        },
     };
     let mut response = result.unwrap_or_else(|e| error_response(&e, &ctx.correlation_id));
-    if let Some(decision) = decision {
-        decision.write_headers(response.headers_mut());
+    if let Some(allowance) = allowance {
+        allowance.write_headers(response.headers_mut());
+    }
+    with_caller(response, app_id)
+}
+
+/// The calling application's id when AUTH_MODE=entra (`None` with auth off).
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<str>>, crate::auth::Refusal> {
+    match &state.auth {
+        None => Ok(None),
+        Some(auth) => Ok(Some(auth.authenticate(headers).await?.app_id)),
+    }
+}
+
+/// The client's allowance, when a rate limit is set. The client is the calling application when callers
+/// authenticate, else its address.
+fn allowance(
+    state: &AppState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    app_id: Option<Arc<str>>,
+) -> Option<ratelimit::Decision> {
+    let limiter = state.limiter.as_ref()?;
+    Some(match app_id {
+        Some(app_id) => limiter.check(&ratelimit::ClientKey::App(app_id)),
+        None => {
+            let client =
+                ratelimit::client_addr(ctx.peer.ip(), headers, state.config.trusted_proxy_hops);
+            limiter.check(&ratelimit::ClientKey::Addr(client))
+        }
+    })
+}
+
+/// Records the caller's application id for the request log line.
+fn with_caller(mut response: Response<Body>, app_id: Option<Arc<str>>) -> Response<Body> {
+    if let Some(app_id) = app_id {
+        response.extensions_mut().insert(CallerApp(app_id));
     }
     response
 }
@@ -228,12 +238,12 @@ fn validated_body(score: &Score, correlation_id: &HeaderValue) -> Bytes {
     Bytes::from(body)
 }
 
-async fn validate(
+/// The body: media type, size, JSON and field checks, within the request's deadline.
+async fn decode(
     state: &AppState,
-    worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
     request: Request<Incoming>,
-) -> Result<Response<Body>, AppError> {
+) -> Result<Applicant, AppError> {
     let config = &state.config;
     if !is_json(request.headers().get(header::CONTENT_TYPE)) {
         return Err(AppError::UnsupportedMediaType);
@@ -247,18 +257,27 @@ async fn validate(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(AppError::PayloadTooLarge { limit });
     }
-    let deadline = ctx.started + config.request_timeout;
     let read = async {
         let body = read_body(request.into_body(), limit).await?;
         validation::validate(&body, config.id_number_strict).map_err(AppError::Validation)
     };
-    let applicant = tokio::time::timeout_at(deadline, read)
+    tokio::time::timeout_at(ctx.started + config.request_timeout, read)
         .await
-        .unwrap_or(Err(AppError::RequestTimeout))?;
-    // Not cut off from here: the scorer ends by the deadline on its own (504 TIMEOUT_ERROR), so the breaker
-    // hears about a call that REQUEST_TIMEOUT ended. Dropping its future would lose that.
+        .unwrap_or(Err(AppError::RequestTimeout))
+}
+
+/// The score and the answer. Not cut off here: the scorer ends by the deadline on its own (504
+/// TIMEOUT_ERROR), so the breaker hears about a call that REQUEST_TIMEOUT ended. Dropping its future would
+/// lose that.
+async fn score(
+    state: &AppState,
+    worker_scorer: &WorkerScorer,
+    ctx: &RequestContext,
+    applicant: &Applicant,
+) -> Result<Response<Body>, AppError> {
+    let deadline = ctx.started + state.config.request_timeout;
     let score = worker_scorer
-        .score(&applicant, &ctx.correlation_id, deadline)
+        .score(applicant, &ctx.correlation_id, deadline)
         .await?;
     Ok(bytes_response(
         "application/json",
