@@ -88,37 +88,53 @@ pub enum Stopped {
 /// Runs the service on `listener` until `shutdown` resolves, then drains for at most SHUTDOWN_GRACE.
 ///
 /// This is the seam the integration tests use: they bind `127.0.0.1:0`, pass a future that resolves when the
-/// test wants the server to stop, and talk HTTP to the real thing. `main` passes the signal future instead.
+/// test wants the server to stop, and talk HTTP to the real thing. It runs the binary's own shutdown sequence
+/// ([`supervise`]) on one worker thread, with `shutdown` as the first stop signal.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let state = build(config)?;
-    server::run(state, listener, shutdown).await?;
-    Ok(())
+    let listeners = vec![listener.into_std()?];
+    let (signal, signals) = mpsc::channel(1);
+    let forward = async move {
+        shutdown.await;
+        let _ = signal.send(StopSignal::Terminate).await;
+    };
+    let (stopped, ()) = tokio::join!(supervise(&state, listeners, signals), forward);
+    stopped.map(|_| ())
 }
 
 /// Runs the service thread-per-core: builds the shared state (its background work, such as vault reads, runs
-/// on the caller's runtime), binds WORKERS listeners on HOST:PORT, starts the workers and coordinates shutdown
-/// from `signals`.
-///
-/// The first signal makes /ready answer 503 while everything is still served for SHUTDOWN_DELAY; then the
-/// listeners close and connections drain for at most SHUTDOWN_GRACE. A second signal at any point ends the
-/// run at once with [`Stopped::Forced`]; the caller exits without waiting for anything.
+/// on the caller's runtime), binds WORKERS listeners on HOST:PORT, and serves until [`supervise`] has seen
+/// `signals` through.
 pub async fn run_threaded(
     config: Config,
-    mut signals: mpsc::Receiver<StopSignal>,
+    signals: mpsc::Receiver<StopSignal>,
 ) -> Result<Stopped, ServeError> {
     let addr = SocketAddr::new(config.host, config.port);
-    let (workers, delay) = (config.workers, config.shutdown_delay);
+    let workers = config.workers;
     // Everything that can fail at startup fails before the port is bound.
     let state = build(config)?;
     let listeners =
         server::bind(addr, workers).map_err(|source| ServeError::Bind { addr, source })?;
+    supervise(&state, listeners, signals).await
+}
+
+/// The one shutdown sequence: starts a worker per listener, then waits for the first stop signal.
+///
+/// The first signal makes /ready answer 503 while everything is still served for SHUTDOWN_DELAY; then the
+/// listeners close and connections drain for at most SHUTDOWN_GRACE. A second signal at any point ends the
+/// run at once with [`Stopped::Forced`]; the caller exits without waiting for anything.
+async fn supervise(
+    state: &Arc<AppState>,
+    listeners: Vec<std::net::TcpListener>,
+    mut signals: mpsc::Receiver<StopSignal>,
+) -> Result<Stopped, ServeError> {
+    let delay = state.config.shutdown_delay;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let workers =
-        server::spawn_workers(&state, listeners, &stop_rx).map_err(ServeError::Workers)?;
+    let workers = server::spawn_workers(state, listeners, &stop_rx).map_err(ServeError::Workers)?;
 
     let Some(first) = signals.recv().await else {
         // No signal can arrive any more (handlers could not be installed): serve until killed.
@@ -137,7 +153,7 @@ pub async fn run_threaded(
             Some(second) = signals.recv() => return Ok(forced(second)),
         }
     }
-    server::begin_drain(&state);
+    server::begin_drain(state);
     let _ = stop_tx.send(true);
     let drained = async {
         let mut remaining = 0;

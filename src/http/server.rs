@@ -7,7 +7,7 @@
 //! upstream exchange therefore never leave the thread that accepted the connection. What must be global (the
 //! breaker, the key, metrics, the rate limiter, the draining flag) lives in the shared [`AppState`].
 //!
-//! [`run`] serves one worker on a listener in the caller's runtime: the seam the integration tests use.
+//! The shutdown sequence that drives them is `app::supervise`, for the binary and the integration tests alike.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,26 +29,6 @@ use super::state::AppState;
 
 /// Accept backlog of every listener (tokio's default for `TcpListener::bind`).
 const BACKLOG: u32 = 1024;
-
-/// Serves on `listener` in the current runtime until `shutdown` resolves, then drains for at most
-/// SHUTDOWN_GRACE: one worker, as the integration tests run it.
-pub async fn run(
-    state: Arc<AppState>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
-    start_background(&state);
-    log_listening(&state, local, 1);
-    let stop = async {
-        shutdown.await;
-        state.request_shutdown();
-        begin_drain(&state);
-    };
-    let remaining = worker(state.clone(), listener, state.config.max_connections, stop).await;
-    log_drained(remaining);
-    Ok(())
-}
 
 /// Binds `workers` listeners on `addr`, sharing it with `SO_REUSEPORT` when there is more than one (a single
 /// listener keeps the port exclusive). Must run inside a tokio runtime; the listeners are handed over as std
