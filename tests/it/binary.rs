@@ -1,14 +1,12 @@
-//! The built binary: exit codes, configuration errors, the healthcheck subcommand, logs and SIGTERM drain.
+//! The built binary: exit codes, configuration errors, the healthcheck subcommand and logs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
-use testkit::client::post_json;
 use testkit::riskshield::{FakeRiskShield, Step};
 use testkit::server::{Server, closed_port, serve_http};
 
-use crate::support::{App, BIN, TestServer, applicant, config};
+use crate::support::{App, BIN, TestServer, config};
 
 /// Runs the binary to completion: exit code, stdout, stderr.
 async fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -290,40 +288,6 @@ async fn healthcheck_argument_errors_exit_1() {
     }
     let (code, _, _) = run(&["healthcheck"], &[("PORT", "not-a-port")]).await;
     assert_eq!(code, 1);
-}
-
-#[tokio::test]
-async fn sigterm_lets_an_in_flight_request_finish_and_exits_0() {
-    let fake = FakeRiskShield::start(Step::hold()).await;
-    let url = fake.url();
-    let mut app = App::start(&[
-        ("RISKSHIELD_API_KEY", "secret-key-value"),
-        ("RISKSHIELD_API_URL", url.as_str()),
-    ])
-    .await;
-    let target = app.url("/api/v1/validate");
-    let request = tokio::spawn(async move { post_json(&target, &applicant()).await });
-    fake.wait_for(1).await;
-    app.process.signal("TERM");
-    // Wait for the drain to begin before letting the upstream answer.
-    app.process
-        .wait_for_log("the drain", |l| l["message"] == "shutting down, draining")
-        .await;
-    fake.release();
-    let reply = request.await.expect("request task");
-    assert_eq!(reply.status, http::StatusCode::OK);
-    assert_eq!(reply.json()["riskScore"], 42);
-    let status = app.process.wait().await;
-    assert_eq!(status.code(), Some(0));
-    let lines = app.process.json_lines();
-    let rest: Vec<&Value> = lines
-        .iter()
-        .skip_while(|l| l["message"] != "shutting down, draining")
-        .collect();
-    assert!(
-        rest.iter().any(|l| l["message"] == "drained, exiting"),
-        "{rest:?}"
-    );
 }
 
 #[tokio::test]

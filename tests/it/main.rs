@@ -8,7 +8,6 @@ mod api;
 mod auth;
 mod binary;
 mod diagnose;
-mod drain;
 mod metrics_formats;
 mod ops;
 mod properties;
