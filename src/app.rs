@@ -7,7 +7,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Uri;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -204,8 +203,7 @@ pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
                 connector,
                 keys,
                 metrics.clone(),
-            )
-            .map_err(|e| ServeError::Setup(e.to_string()))?;
+            );
             Scorer::RiskShield(Arc::new(client))
         }
     };
@@ -255,11 +253,8 @@ fn key_source(
 }
 
 fn upstream_settings(config: &Config) -> Result<Settings, ServeError> {
-    let score_uri: Uri = format!("{}/score", config.riskshield_api_url)
-        .parse()
-        .map_err(|e| ServeError::Setup(format!("RISKSHIELD_API_URL: {e}")))?;
     Ok(Settings {
-        score_uri,
+        url: config.riskshield_api_url.clone(),
         connect_timeout: config.connect_timeout,
         retry: RetryPolicy {
             attempt_timeout: config.attempt_timeout,

@@ -6,12 +6,13 @@
 //! [`parse`].
 
 pub mod parse;
+mod url;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use rustls_pki_types::CertificateDer;
 
 use crate::domain::ApiKey;
@@ -20,6 +21,8 @@ use parse::{
     read_pem_roots,
 };
 pub use parse::{is_loopback_host, parse_duration};
+pub use url::RiskShieldUrl;
+use url::{check_issuer, check_upstream_url};
 
 /// Exit code for invalid configuration or usage (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
@@ -86,8 +89,8 @@ pub struct Config {
     /// `None` in demo mode.
     pub key_source: Option<KeySourceConfig>,
     pub demo_mode: bool,
-    /// The upstream's base URL without a trailing slash.
-    pub riskshield_api_url: String,
+    /// RISKSHIELD_API_URL, checked and parsed once.
+    pub riskshield_api_url: RiskShieldUrl,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub max_attempts: u32,
@@ -137,133 +140,51 @@ fn is_prod(environment: &str) -> bool {
 
 impl Config {
     /// Reads the configuration from `lookup` (an environment-variable name to its value) and reports every
-    /// problem at once.
+    /// problem at once. Each section has its reader; they share one [`Reader`], which collects the problems.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut r = Reader {
             lookup,
             errors: Vec::new(),
         };
-        let host = r.parse("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED), parse_host);
-        let port = r.parse("PORT", 8080, parse_port);
         let environment = r.raw("ENVIRONMENT").unwrap_or_else(|| "dev".into());
         let prod = is_prod(&environment);
-        let log_level = r.parse("LOG_LEVEL", tracing::Level::INFO, parse_level);
-        let log_format = r.parse("LOG_FORMAT", LogFormat::Json, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "json" => Ok(LogFormat::Json),
-                "pretty" | "text" => Ok(LogFormat::Pretty),
-                _ => Err("must be json or pretty".into()),
-            }
-        });
-
-        let secret_cache_ttl = r.duration("SECRET_CACHE_TTL", Duration::from_secs(300));
-        let vault_url = r.parse("KEY_VAULT_URL", None, |v| parse_vault_url(v).map(Some));
-        let vault_set = r.raw("KEY_VAULT_URL").is_some();
-        let secret_name = r.parse(
-            "RISKSHIELD_API_KEY_SECRET_NAME",
-            "RISKSHIELD-API-KEY".to_string(),
-            |v| {
-                if v.len() <= 127 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    Ok(v.to_owned())
-                } else {
-                    Err("must be 1-127 letters, digits and hyphens".into())
-                }
-            },
-        );
-        let env_key = r.raw("RISKSHIELD_API_KEY");
-        // Checked only where it is used (no vault); the message must not repeat the key, so no `r.parse`.
-        let env_key = match env_key.as_deref().map(ApiKey::parse) {
-            Some(Err(why)) if !vault_set => {
-                r.errors
-                    .push(format!("RISKSHIELD_API_KEY: {why} (value not shown)"));
-                None
-            }
-            Some(Ok(key)) => Some(key),
-            _ => None,
-        };
-        let env_key_set = r.raw("RISKSHIELD_API_KEY").is_some();
-        let demo_setting = r.parse("DEMO_MODE", None, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "auto" => Ok(None),
-                other => parse_bool(other)
-                    .map(Some)
-                    .map_err(|_| "must be auto, true or false".into()),
-            }
-        });
-        let has_credentials = vault_set || env_key_set;
-        let demo_mode = demo_setting.unwrap_or(!has_credentials && !prod);
-        if prod && (demo_mode || !has_credentials) {
-            r.errors.push(format!(
-                "DEMO_MODE: demo mode is refused when ENVIRONMENT={environment}; set KEY_VAULT_URL or RISKSHIELD_API_KEY"
-            ));
-        } else if !demo_mode && !has_credentials {
-            r.errors.push(
-                "KEY_VAULT_URL: no API key source; set KEY_VAULT_URL or RISKSHIELD_API_KEY (or DEMO_MODE=true outside prod)"
-                    .into(),
-            );
-        }
-        let key_source = match (vault_url, env_key) {
-            _ if demo_mode => None,
-            (Some(url), _) => Some(KeySourceConfig::Vault {
-                url,
-                secret_name,
-                ttl: secret_cache_ttl,
-            }),
-            (None, Some(key)) => Some(KeySourceConfig::Env(key)),
-            (None, None) => None,
-        };
-
-        let allow_insecure = r.flag("ALLOW_INSECURE_UPSTREAM", false);
-        let riskshield_api_url = r.parse(
-            "RISKSHIELD_API_URL",
-            DEFAULT_RISKSHIELD_URL.to_string(),
-            |v| check_upstream_url(v, prod, allow_insecure),
-        );
-        let connect_timeout = r.duration("RISKSHIELD_CONNECT_TIMEOUT", Duration::from_secs(5));
-        let attempt_timeout = r.duration("RISKSHIELD_TIMEOUT", Duration::from_secs(10));
-        let max_attempts = r.number("RISKSHIELD_MAX_ATTEMPTS", 3u32, 1, 10);
-        let retry_base_delay = r.duration("RISKSHIELD_RETRY_BASE_DELAY", Duration::from_secs(1));
-        let circuit_failure_threshold = r.number("CIRCUIT_FAILURE_THRESHOLD", 5u32, 1, 1_000_000);
-        let circuit_open_duration = r.duration("CIRCUIT_OPEN_DURATION", Duration::from_secs(60));
-        let request_timeout = r.duration("REQUEST_TIMEOUT", Duration::from_secs(30));
-        let max_body_bytes = r.number("MAX_BODY_BYTES", 16_384usize, 1, 64 * 1024 * 1024);
-        let shutdown_grace = r.duration("SHUTDOWN_GRACE", Duration::from_secs(8));
-        let cors_origins = r.parse("CORS_ORIGINS", CorsOrigins::Any, parse_cors);
-        let id_number_strict = r.flag("ID_NUMBER_STRICT", false);
+        let Serving {
+            host,
+            port,
+            header_read_timeout,
+            max_connections,
+            workers,
+            shutdown_delay,
+            shutdown_grace,
+        } = read_serving(&mut r);
+        let (log_level, log_format) = read_logging(&mut r);
+        let (key_source, demo_mode) = read_key_source(&mut r, &environment, prod);
+        let RiskShield {
+            url: riskshield_api_url,
+            connect_timeout,
+            attempt_timeout,
+            max_attempts,
+            retry_base_delay,
+            circuit_failure_threshold,
+            circuit_open_duration,
+        } = read_riskshield(&mut r, prod);
+        let Requests {
+            request_timeout,
+            max_body_bytes,
+            cors_origins,
+            id_number_strict,
+            rate_limit_per_minute,
+            rate_limit_burst,
+            trusted_proxy_hops,
+        } = read_requests(&mut r);
         let extra_ca_certs = r.parse("EXTRA_CA_CERTS", Vec::new(), read_pem_roots);
         let metrics_enabled = r.flag("METRICS_ENABLED", true);
-        let rate_limit_per_minute = r.number("RATE_LIMIT_PER_MINUTE", 0u32, 0, 1_000_000_000);
-        let rate_limit_burst =
-            r.number("RATE_LIMIT_BURST", rate_limit_per_minute, 0, 1_000_000_000);
-        if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
-            r.errors.push(
-                "RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into(),
-            );
-        }
-        let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0u32, 0, 16);
-        if r.raw("TRUST_FORWARDED_FOR").is_some() {
-            r.errors.push(
-                "TRUST_FORWARDED_FOR: replaced by TRUSTED_PROXY_HOPS (the number of proxies in front that append to X-Forwarded-For, e.g. 1 behind Container Apps ingress); unset TRUST_FORWARDED_FOR"
-                    .into(),
-            );
-        }
-        let header_read_timeout = r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10));
-        let max_connections = r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000);
         let auth = read_auth(&mut r, prod);
 
-        // Thread-per-core serving and the shutdown delay.
-        let workers = r.number("WORKERS", default_workers(), 1, 1024);
-        let shutdown_delay = r.parse("SHUTDOWN_DELAY", Duration::ZERO, |v| {
-            // Zero is this setting's default ("close at once"), so unlike the timeouts it is accepted.
-            match humantime::parse_duration(v) {
-                Ok(d) if d.is_zero() => Ok(d),
-                _ => parse_duration(v),
-            }
-        });
-
-        if !r.errors.is_empty() {
+        let (Some(riskshield_api_url), true) = (riskshield_api_url, r.errors.is_empty()) else {
+            // An invalid RISKSHIELD_API_URL has its line among the errors; the default always parses.
             return Err(ConfigErrors(r.errors));
-        }
+        };
         Ok(Config {
             host,
             port,
@@ -298,7 +219,181 @@ impl Config {
     }
 }
 
-/// One serving thread per CPU the process may use (cgroup quotas and affinity included).
+/// Listening, connections, worker threads and shutdown.
+struct Serving {
+    host: IpAddr,
+    port: u16,
+    header_read_timeout: Duration,
+    max_connections: usize,
+    workers: usize,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
+}
+
+fn read_serving<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Serving {
+    Serving {
+        host: r.parse("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED), parse_host),
+        port: r.parse("PORT", 8080, parse_port),
+        header_read_timeout: r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10)),
+        max_connections: r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000),
+        workers: r.number("WORKERS", default_workers(), 1, 1024),
+        shutdown_delay: r.parse("SHUTDOWN_DELAY", Duration::ZERO, |v| {
+            // Zero is this setting's default ("close at once"), so unlike the timeouts it is accepted.
+            match humantime::parse_duration(v) {
+                Ok(d) if d.is_zero() => Ok(d),
+                _ => parse_duration(v),
+            }
+        }),
+        shutdown_grace: r.duration("SHUTDOWN_GRACE", Duration::from_secs(8)),
+    }
+}
+
+fn read_logging<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> (tracing::Level, LogFormat) {
+    let level = r.parse("LOG_LEVEL", tracing::Level::INFO, parse_level);
+    let format = r.parse("LOG_FORMAT", LogFormat::Json, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            _ => Err("must be json or pretty".into()),
+        }
+    });
+    (level, format)
+}
+
+/// Where the API key comes from, and whether the service runs in demo mode (`None` as the source then).
+fn read_key_source<F: Fn(&str) -> Option<String>>(
+    r: &mut Reader<F>,
+    environment: &str,
+    prod: bool,
+) -> (Option<KeySourceConfig>, bool) {
+    let secret_cache_ttl = r.duration("SECRET_CACHE_TTL", Duration::from_secs(300));
+    let vault_url = r.parse("KEY_VAULT_URL", None, |v| parse_vault_url(v).map(Some));
+    let vault_set = r.raw("KEY_VAULT_URL").is_some();
+    let secret_name = r.parse(
+        "RISKSHIELD_API_KEY_SECRET_NAME",
+        "RISKSHIELD-API-KEY".to_string(),
+        |v| {
+            if v.len() <= 127 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                Ok(v.to_owned())
+            } else {
+                Err("must be 1-127 letters, digits and hyphens".into())
+            }
+        },
+    );
+    let env_key = r.raw("RISKSHIELD_API_KEY");
+    // Checked only where it is used (no vault); the message must not repeat the key, so no `r.parse`.
+    let env_key = match env_key.as_deref().map(ApiKey::parse) {
+        Some(Err(why)) if !vault_set => {
+            r.errors
+                .push(format!("RISKSHIELD_API_KEY: {why} (value not shown)"));
+            None
+        }
+        Some(Ok(key)) => Some(key),
+        _ => None,
+    };
+    let env_key_set = r.raw("RISKSHIELD_API_KEY").is_some();
+    let demo_setting = r.parse("DEMO_MODE", None, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "auto" => Ok(None),
+            other => parse_bool(other)
+                .map(Some)
+                .map_err(|_| "must be auto, true or false".into()),
+        }
+    });
+    let has_credentials = vault_set || env_key_set;
+    let demo_mode = demo_setting.unwrap_or(!has_credentials && !prod);
+    if prod && (demo_mode || !has_credentials) {
+        r.errors.push(format!(
+            "DEMO_MODE: demo mode is refused when ENVIRONMENT={environment}; set KEY_VAULT_URL or RISKSHIELD_API_KEY"
+        ));
+    } else if !demo_mode && !has_credentials {
+        r.errors.push(
+            "KEY_VAULT_URL: no API key source; set KEY_VAULT_URL or RISKSHIELD_API_KEY (or DEMO_MODE=true outside prod)"
+                .into(),
+        );
+    }
+    let key_source = match (vault_url, env_key) {
+        _ if demo_mode => None,
+        (Some(url), _) => Some(KeySourceConfig::Vault {
+            url,
+            secret_name,
+            ttl: secret_cache_ttl,
+        }),
+        (None, Some(key)) => Some(KeySourceConfig::Env(key)),
+        (None, None) => None,
+    };
+    (key_source, demo_mode)
+}
+
+/// The vendor: its URL, timeouts, retries and breaker.
+struct RiskShield {
+    /// `None` only when RISKSHIELD_API_URL was refused (its problem is among the errors).
+    url: Option<RiskShieldUrl>,
+    connect_timeout: Duration,
+    attempt_timeout: Duration,
+    max_attempts: u32,
+    retry_base_delay: Duration,
+    circuit_failure_threshold: u32,
+    circuit_open_duration: Duration,
+}
+
+fn read_riskshield<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> RiskShield {
+    let allow_insecure = r.flag("ALLOW_INSECURE_UPSTREAM", false);
+    let url = r.parse("RISKSHIELD_API_URL", None, |v| {
+        check_upstream_url(v, prod, allow_insecure).map(Some)
+    });
+    RiskShield {
+        url: url.or_else(|| RiskShieldUrl::parse(DEFAULT_RISKSHIELD_URL).ok()),
+        connect_timeout: r.duration("RISKSHIELD_CONNECT_TIMEOUT", Duration::from_secs(5)),
+        attempt_timeout: r.duration("RISKSHIELD_TIMEOUT", Duration::from_secs(10)),
+        max_attempts: r.number("RISKSHIELD_MAX_ATTEMPTS", 3u32, 1, 10),
+        retry_base_delay: r.duration("RISKSHIELD_RETRY_BASE_DELAY", Duration::from_secs(1)),
+        circuit_failure_threshold: r.number("CIRCUIT_FAILURE_THRESHOLD", 5u32, 1, 1_000_000),
+        circuit_open_duration: r.duration("CIRCUIT_OPEN_DURATION", Duration::from_secs(60)),
+    }
+}
+
+/// What an inbound request may cost and who may send it: deadline, body size, CORS, the ID check, the rate
+/// limit and how the client is found behind proxies.
+struct Requests {
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    cors_origins: CorsOrigins,
+    id_number_strict: bool,
+    rate_limit_per_minute: u32,
+    rate_limit_burst: u32,
+    trusted_proxy_hops: u32,
+}
+
+fn read_requests<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Requests {
+    let request_timeout = r.duration("REQUEST_TIMEOUT", Duration::from_secs(30));
+    let max_body_bytes = r.number("MAX_BODY_BYTES", 16_384usize, 1, 64 * 1024 * 1024);
+    let cors_origins = r.parse("CORS_ORIGINS", CorsOrigins::Any, parse_cors);
+    let id_number_strict = r.flag("ID_NUMBER_STRICT", false);
+    let rate_limit_per_minute = r.number("RATE_LIMIT_PER_MINUTE", 0u32, 0, 1_000_000_000);
+    let rate_limit_burst = r.number("RATE_LIMIT_BURST", rate_limit_per_minute, 0, 1_000_000_000);
+    if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
+        r.errors
+            .push("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into());
+    }
+    let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0u32, 0, 16);
+    if r.raw("TRUST_FORWARDED_FOR").is_some() {
+        r.errors.push(
+            "TRUST_FORWARDED_FOR: replaced by TRUSTED_PROXY_HOPS (the number of proxies in front that append to X-Forwarded-For, e.g. 1 behind Container Apps ingress); unset TRUST_FORWARDED_FOR"
+                .into(),
+        );
+    }
+    Requests {
+        request_timeout,
+        max_body_bytes,
+        cors_origins,
+        id_number_strict,
+        rate_limit_per_minute,
+        rate_limit_burst,
+        trusted_proxy_hops,
+    }
+}
+
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
@@ -360,56 +455,6 @@ fn read_auth<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> Op
     })
 }
 
-/// An absolute URL with a host and no query string, and its host: what AUTH_ISSUER and RISKSHIELD_API_URL
-/// both must be before their own scheme rules.
-fn absolute_url(value: &str) -> Result<(Uri, String), String> {
-    let uri: Uri = value.parse().map_err(|_| "must be a URL".to_string())?;
-    let host = uri
-        .host()
-        .ok_or("must be an absolute URL with a host")?
-        .to_owned();
-    if uri.query().is_some() {
-        return Err("must not have a query string".into());
-    }
-    Ok((uri, host))
-}
-
-/// AUTH_ISSUER: https with a host; plain http only on a loopback host outside prod (a local test issuer).
-fn check_issuer(value: &str, prod: bool) -> Result<String, String> {
-    let (uri, host) = absolute_url(value)?;
-    let host = host.as_str();
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if prod => return Err("must be https in prod".into()),
-        Some("http") if is_loopback_host(host) => {}
-        Some("http") => {
-            return Err("must be https (plain http is allowed only on a loopback host)".into());
-        }
-        _ => return Err("must be an https:// URL".into()),
-    }
-    Ok(value.to_owned())
-}
-
-fn check_upstream_url(value: &str, prod: bool, allow_insecure: bool) -> Result<String, String> {
-    let (uri, host) = absolute_url(value)?;
-    let host = host.as_str();
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if is_loopback_host(host) => {}
-        Some("http") if prod => {
-            return Err("plain http:// is refused in prod except on a loopback host".into());
-        }
-        Some("http") if !allow_insecure => {
-            return Err(
-                "plain http:// on a non-loopback host needs ALLOW_INSECURE_UPSTREAM=true".into(),
-            );
-        }
-        Some("http") => {}
-        _ => return Err("must be an http:// or https:// URL".into()),
-    }
-    Ok(value.trim_end_matches('/').to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +481,7 @@ mod tests {
         assert!(c.demo_mode);
         assert!(c.key_source.is_none());
         assert_eq!(c.port, 8080);
-        assert_eq!(c.riskshield_api_url, DEFAULT_RISKSHIELD_URL);
+        assert_eq!(c.riskshield_api_url.as_str(), DEFAULT_RISKSHIELD_URL);
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.cors_origins, CorsOrigins::Any);
@@ -551,7 +596,7 @@ mod tests {
             ("RISKSHIELD_API_URL", "https://rs.example/v1/"),
         ])
         .expect("valid");
-        assert_eq!(c.riskshield_api_url, "https://rs.example/v1");
+        assert_eq!(c.riskshield_api_url.as_str(), "https://rs.example/v1");
     }
 
     #[test]

@@ -132,7 +132,14 @@ pub async fn run(
             "riskshield",
             "demo mode: RiskShield is not called",
         ),
-        false => erased(probe.host(&mut checks, "riskshield", &config.riskshield_api_url)).await,
+        false => {
+            erased(probe.host(
+                &mut checks,
+                "riskshield",
+                config.riskshield_api_url.as_str(),
+            ))
+            .await
+        }
     }
 
     let vault = match &config.key_source {
@@ -237,7 +244,7 @@ fn config_check(config: &Config, lookup: &(dyn Fn(&str) -> Option<String> + Sync
          request timeout {}, breaker {} failures/{}, EXTRA_CA_CERTS={}, rate limit {}, trusted proxy hops {}, \
          log level {}",
         set("RISKSHIELD_API_KEY"),
-        shown_url(&config.riskshield_api_url),
+        shown_url(config.riskshield_api_url.as_str()),
         d(config.connect_timeout),
         d(config.attempt_timeout),
         config.max_attempts,

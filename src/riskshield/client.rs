@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
+use http::uri::PathAndQuery;
 use tokio::time::Instant;
 
 use super::answer::{MAX_RESPONSE_BYTES, classify};
@@ -20,6 +20,7 @@ use super::breaker::CircuitBreaker;
 use super::pool::Pool;
 use super::retry::{MAX_RETRY_DELAY, RetryPolicy};
 use crate::api_key::KeySource;
+use crate::config::RiskShieldUrl;
 use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
 use crate::error::UpstreamError;
 use crate::outbound::Connector;
@@ -34,8 +35,8 @@ pub const USER_AGENT: &str = concat!("applicant-validator/", env!("CARGO_PKG_VER
 /// What the client is told by the composition root; it never reads the configuration itself.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `{RISKSHIELD_API_URL}/score`.
-    pub score_uri: Uri,
+    /// RISKSHIELD_API_URL, parsed once by the configuration.
+    pub url: RiskShieldUrl,
     /// Bounds the readiness probe's TCP connect as well as the client's.
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
@@ -48,7 +49,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct RiskShieldClient {
     connector: Connector,
-    score_uri: Uri,
+    url: RiskShieldUrl,
     /// The request's head up to its per-call headers: the request line, Host, Content-Type, Accept and
     /// User-Agent (see [`RiskShieldClient::request`]).
     head: Vec<u8>,
@@ -64,38 +65,12 @@ pub struct RiskShieldClient {
     probing: tokio::sync::Mutex<()>,
 }
 
-/// Why the client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("RISKSHIELD_API_URL: {0}")]
-pub struct SettingsError(&'static str);
-
-/// The request target and Host header for `uri`, as an HTTP/1.1 client sends them.
-fn target_of(uri: &Uri) -> Result<(PathAndQuery, HeaderValue), SettingsError> {
-    let host = uri.host().ok_or(SettingsError("has no host"))?;
-    let default_port = if uri.scheme() == Some(&Scheme::HTTPS) {
-        443
-    } else {
-        80
-    };
-    let host = match uri.port_u16() {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    let host =
-        HeaderValue::from_str(&host).map_err(|_| SettingsError("host is not a valid header"))?;
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok((path, host))
-}
-
 /// The fixed part of every score request's head. Every piece is a valid request target or header value
 /// (checked by the `http` types), so no line break can get in.
-fn head_of(path: &PathAndQuery, host: &HeaderValue) -> Vec<u8> {
+fn head_of(target: &PathAndQuery, host: &HeaderValue) -> Vec<u8> {
     [
         b"POST ".as_slice(),
-        path.as_str().as_bytes(),
+        target.as_str().as_bytes(),
         b" HTTP/1.1\r\nhost: ",
         host.as_bytes(),
         b"\r\ncontent-type: application/json\r\naccept: application/json\r\nuser-agent: ",
@@ -112,14 +87,13 @@ impl RiskShieldClient {
         connector: Connector,
         keys: KeySource,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, SettingsError> {
+    ) -> Self {
         let mut policy = settings.retry;
         policy.max_attempts = policy.max_attempts.max(1);
-        let (path, host) = target_of(&settings.score_uri)?;
-        Ok(Self {
+        Self {
             connector,
-            head: head_of(&path, &host),
-            score_uri: settings.score_uri,
+            head: head_of(settings.url.target(), settings.url.host_header()),
+            url: settings.url,
             keys,
             breaker: CircuitBreaker::new(
                 settings.breaker_threshold,
@@ -130,12 +104,12 @@ impl RiskShieldClient {
             metrics,
             reachability: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
-        })
+        }
     }
 
     /// A new, empty connection pool for one worker thread.
     pub fn pool(&self) -> Pool {
-        Pool::new(self.connector.clone(), self.score_uri.clone())
+        Pool::new(self.connector.clone(), self.url.score().clone())
     }
 
     /// The breaker, for readiness and metrics.
@@ -347,17 +321,7 @@ impl RiskShieldClient {
     }
 
     async fn probe_tcp(&self) -> bool {
-        let Some(host) = self.score_uri.host() else {
-            return false;
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self
-            .score_uri
-            .port_u16()
-            .unwrap_or(match self.score_uri.scheme_str() {
-                Some("http") => 80,
-                _ => 443,
-            });
+        let (host, port) = (self.url.host(), self.url.port());
         let probe = async {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host, port)).await.ok()?.collect();

@@ -8,5 +8,5 @@ pub mod h1;
 pub mod pool;
 pub mod retry;
 
-pub use client::{RiskShieldClient, Settings, SettingsError};
+pub use client::{RiskShieldClient, Settings};
 pub use pool::Pool;
