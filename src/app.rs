@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::api_key::KeySource;
-use crate::api_key::vault::VaultKeySource;
+use crate::api_key::cache::VaultKeySource;
 use crate::auth::Authenticator;
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};

@@ -4,9 +4,11 @@
 //! waiting for the vault) and, when the upstream refuses a key with 401/403, ask for a re-read. That keeps the
 //! vault's background refresh, caching and single-flight re-reads out of the request path.
 //!
-//! Inside: [`vault`] (the cached, refreshed secret), [`identity`] (which Azure credential), and [`transport`]
-//! (the Azure SDK on the service's own HTTP client).
+//! Inside: [`cache`] (the secret read in the background, cached, refreshed), [`vault`] (one read through the
+//! Azure SDK, and its errors), [`identity`] (which Azure credential), and [`transport`] (the Azure SDK on the
+//! service's own HTTP client).
 
+pub mod cache;
 pub mod identity;
 pub mod transport;
 pub mod vault;
@@ -14,7 +16,7 @@ pub mod vault;
 use std::sync::Arc;
 
 use crate::domain::ApiKey;
-use vault::VaultKeySource;
+use cache::VaultKeySource;
 
 /// The process-wide source of the API key. Cloning is cheap.
 #[derive(Clone, Debug)]

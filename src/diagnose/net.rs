@@ -3,6 +3,9 @@
 //! The handshake uses the service's own connector type and rustls configuration ([`outbound::tls_config`]:
 //! bundled roots plus EXTRA_CA_CERTS, ring) with its verifier wrapped only to remember the certificate it was
 //! shown, so a refused certificate can still be named (a TLS-inspecting proxy's CA is the usual culprit).
+//!
+//! `Probe` runs the three for one host as the report's `target.dns`, `target.tcp` and `target.tls` rows; each
+//! step runs only when the one before it worked, so the first failed row is the one to fix.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::cert::{self, CertSummary};
+use super::report::{Check, Status, now, shown_url, skip, span, timed};
 use crate::outbound;
 use crate::outbound::error_text;
 
@@ -220,5 +224,136 @@ impl ServerCertVerifier for Recording {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The DNS, TCP and TLS checks of one host, with the settings the service's connector uses and the
+/// `--timeout` that bounds each step.
+pub(super) struct Probe<'a> {
+    pub(super) extra_roots: &'a [CertificateDer<'static>],
+    pub(super) connect_timeout: Duration,
+    pub(super) timeout: Duration,
+}
+
+impl Probe<'_> {
+    /// `target.dns`, `target.tcp` and `target.tls` for the host of `url`. Each step runs only when the one
+    /// before it worked.
+    pub(super) async fn host(&self, checks: &mut Vec<Check>, target: &str, url: &str) {
+        let Some((uri, host)) = url
+            .parse::<Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_owned).map(|h| (u, h)))
+        else {
+            checks.push(Check {
+                name: format!("{target}.dns"),
+                status: Status::Fail,
+                duration_ms: 0,
+                detail: format!("{} has no host", shown_url(url)),
+            });
+            skip_host_rest(checks, target, "no host to connect to");
+            return;
+        };
+        let tls = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            addrs.push(SocketAddr::new(ip, port));
+            checks.push(skip(
+                &format!("{target}.dns"),
+                &format!("{host} is an IP address: nothing to resolve"),
+            ));
+        } else {
+            let work = Box::pin(async {
+                addrs = resolve(bare, port).await.map_err(|e| {
+                    format!("{e}: check the host name, and the DNS this container uses (a private endpoint needs its private DNS zone linked)")
+                })?;
+                let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                Ok(format!("{host} → {}", list.join(", ")))
+            });
+            checks.push(timed(format!("{target}.dns"), self.timeout, work).await);
+            if addrs.is_empty() {
+                skip_host_rest(checks, target, "skipped: the host does not resolve");
+                return;
+            }
+        }
+
+        let work = Box::pin(async {
+            let stream = connect(&addrs).await.map_err(|e| {
+                format!("cannot connect to {host}:{port} ({e}): a firewall, network policy or egress rule may block it")
+            })?;
+            Ok(stream.peer_addr().map_or_else(
+                |_| format!("connected to {host}:{port}"),
+                |a| format!("connected to {a}"),
+            ))
+        });
+        let check = timed(format!("{target}.tcp"), self.timeout, work).await;
+        let connected = check.status == Status::Ok;
+        checks.push(check);
+        if !connected {
+            checks.push(skip(&format!("{target}.tls"), "skipped: no TCP connection"));
+        } else if !tls {
+            checks.push(skip(
+                &format!("{target}.tls"),
+                "plain http: no TLS to check",
+            ));
+        } else {
+            checks.push(self.tls(target, uri).await);
+        }
+    }
+
+    /// `target.tls`: the handshake, the certificate's names and expiry.
+    async fn tls(&self, target: &str, uri: Uri) -> Check {
+        let work = Box::pin(async {
+            let done = handshake(uri, self.extra_roots, self.connect_timeout)
+                .await
+                .map_err(|e| match e.certificate {
+                    Some(c) => format!(
+                        "{}; certificate: subject {}, issuer {}, expires {}",
+                        e.reason,
+                        c.subject,
+                        c.issuer,
+                        cert::rfc3339(c.not_after)
+                    ),
+                    None => e.reason,
+                })?;
+            let Some(c) = done.certificate else {
+                return Ok(format!(
+                    "{}; the certificate was trusted but its fields could not be read",
+                    done.protocol
+                ));
+            };
+            let detail = format!(
+                "{}; subject {}; issuer {}; expires {} ({})",
+                done.protocol,
+                c.subject,
+                c.issuer,
+                cert::rfc3339(c.not_after),
+                span(c.not_after - now())
+            );
+            if days_left(&c, now()) < EXPIRY_WARNING_DAYS {
+                return Err(format!(
+                    "the certificate expires within {} days: {detail}; renew it (or have its owner renew it) before then",
+                    EXPIRY_WARNING_DAYS
+                ));
+            }
+            Ok(detail)
+        });
+        timed(format!("{target}.tls"), self.timeout, work).await
+    }
+}
+
+/// The `tcp` and `tls` rows of `target`, skipped for `reason` (its `dns` row said why).
+fn skip_host_rest(checks: &mut Vec<Check>, target: &str, reason: &str) {
+    for step in ["tcp", "tls"] {
+        checks.push(skip(&format!("{target}.{step}"), reason));
+    }
+}
+
+/// All three rows of `target`, skipped for `reason`: the host is not checked at all.
+pub(super) fn skip_host(checks: &mut Vec<Check>, target: &str, reason: &str) {
+    for step in ["dns", "tcp", "tls"] {
+        checks.push(skip(&format!("{target}.{step}"), reason));
     }
 }
