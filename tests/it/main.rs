@@ -9,9 +9,9 @@ mod auth;
 mod binary;
 mod diagnose;
 mod drain;
-mod metrics_formats;
-mod ops;
+mod metrics;
 mod properties;
+mod ratelimit;
 mod ready_probe;
 mod riskshield;
 
