@@ -20,7 +20,7 @@ use crate::domain::{Applicant, Score};
 use crate::error::AppError;
 use crate::ratelimit;
 use crate::routes::Route;
-use crate::scoring::{Scorer, WorkerScorer};
+use crate::scoring::WorkerScorer;
 use crate::telemetry::{jsonline, logging, metrics};
 use crate::validation;
 
@@ -101,11 +101,8 @@ fn health(state: &AppState) -> Response<Body> {
 
 async fn ready(state: &AppState) -> Response<Body> {
     let mut checks = serde_json::Map::new();
-    if let Scorer::RiskShield(client) = &state.scorer {
-        if let Some(vault) = client.keys().vault_ready() {
-            checks.insert("key_vault".into(), json!(vault));
-        }
-        checks.insert("riskshield_api".into(), json!(client.ready().await));
+    for (name, ok) in state.scorer.readiness().await {
+        checks.insert(name.into(), json!(ok));
     }
     if let Some(auth) = &state.auth {
         checks.insert("auth_keys".into(), json!(auth.ready()));
@@ -125,11 +122,7 @@ async fn ready(state: &AppState) -> Response<Body> {
 /// Accept header asks for (the classic text format unless OpenMetrics is preferred).
 fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
     let metrics = &state.metrics;
-    if let Scorer::RiskShield(client) = &state.scorer {
-        metrics.set_breaker_state(client.breaker().state().code());
-        metrics.set_breaker_transitions(client.breaker().transitions());
-        metrics.set_vault_key_age(client.keys().key_age());
-    }
+    state.scorer.record_gauges(metrics);
     if let Some(limiter) = &state.limiter {
         metrics.set_rate_limit_clients(limiter.clients());
     }

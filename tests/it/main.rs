@@ -8,12 +8,11 @@ mod api;
 mod auth;
 mod binary;
 mod diagnose;
-mod metrics_formats;
-mod ops;
+mod metrics;
 mod properties;
+mod ratelimit;
 mod ready_probe;
 mod riskshield;
-
 mod shutdown;
 mod startup;
 mod support;

@@ -1,38 +1,42 @@
-//! Operability against the real server: exact /metrics counts after known traffic (with a fake RiskShield
-//! for upstream outcomes and the breaker), label cardinality under a scan of random paths, and per-client
-//! rate limiting of validations (by peer address and by trusted X-Forwarded-For).
+//! /metrics against the real server: exact counts after known traffic (with a fake RiskShield for upstream
+//! outcomes and the breaker), label cardinality under a scan of random paths, turning the endpoint off,
+//! content negotiation (the classic Prometheus text format by default and for `text/plain`, OpenMetrics when
+//! the scraper prefers it, and the same series in both), and the Key Vault series.
+//!
+//! The server and sample helpers here are shared with the rate-limit tests, which read the limiter's series.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use testkit::Reply;
 use testkit::azure::VaultMode;
-use testkit::client::{send, send_from};
+use testkit::client::{get, post_json, send, send_from};
 use testkit::riskshield::{FakeRiskShield, Step};
 
-use crate::support::{Fixture, TestServer, config};
+use crate::support::{Fixture, TestServer, applicant, config};
 
-const GOOD_ID: &str = "8001015009087";
+pub(crate) const GOOD_ID: &str = "8001015009087";
 
 /// The server under test, with helpers to send from chosen source addresses.
-struct Server {
+pub(crate) struct Server {
     inner: TestServer,
 }
 
 impl Server {
-    async fn start(vars: &[(&str, &str)]) -> Server {
+    pub(crate) async fn start(vars: &[(&str, &str)]) -> Server {
         Server {
             inner: TestServer::start(config(vars)).await,
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.inner.stop().await;
     }
 
     /// One request on a fresh connection from `source` (a loopback address such as 127.0.0.2).
-    async fn send_from(
+    pub(crate) async fn send_from(
         &self,
         source: IpAddr,
         method: Method,
@@ -54,7 +58,7 @@ impl Server {
         self.send_from(localhost(), method, path, &[], "").await
     }
 
-    async fn validate_from(
+    pub(crate) async fn validate_from(
         &self,
         source: IpAddr,
         path: &str,
@@ -68,11 +72,11 @@ impl Server {
             .await
     }
 
-    async fn validate(&self, path: &str, id: &str) -> Reply {
+    pub(crate) async fn validate(&self, path: &str, id: &str) -> Reply {
         self.validate_from(localhost(), path, id, &[]).await
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let accept = [("accept", "application/openmetrics-text")];
         metrics_text(
             self.send_from(localhost(), Method::GET, "/metrics", &accept, "")
@@ -94,14 +98,7 @@ fn metrics_text(answer: Reply) -> String {
     String::from_utf8(answer.body.to_vec()).expect("utf-8")
 }
 
-/// A header that must be present, as text.
-fn header<'a>(answer: &'a Reply, name: &str) -> &'a str {
-    answer
-        .header(name)
-        .unwrap_or_else(|| panic!("no {name} header: {:?}", answer.headers))
-}
-
-fn localhost() -> IpAddr {
+pub(crate) fn localhost() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
 
@@ -121,7 +118,7 @@ fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
     samples(text, name).get(labels).copied()
 }
 
@@ -133,7 +130,37 @@ fn series(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-const REQUESTS: &str = "applicant_validator_http_requests_total";
+pub(crate) const REQUESTS: &str = "applicant_validator_http_requests_total";
+
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Accept header a Prometheus 2.x/3.x server sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+async fn scrape(server: &TestServer, accept: Option<&str>) -> (String, String) {
+    let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+    let reply = send(Method::GET, &server.url("/metrics"), &headers, Bytes::new()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The CORS layer adds a Vary of its own; the format's is one more.
+    assert!(
+        reply.headers.get_all("vary").iter().any(|v| v == "accept"),
+        "{:?}",
+        reply.headers
+    );
+    let content_type = reply.header("content-type").expect("a content type");
+    let body = String::from_utf8(reply.body.to_vec()).expect("utf-8");
+    (content_type.to_owned(), body)
+}
+
+/// Sample lines, minus those of the /metrics route itself (each scrape adds to them), sorted.
+fn sample_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.contains(r#"route="/metrics""#))
+        .collect();
+    lines.sort_unstable();
+    lines
+}
 
 #[tokio::test]
 async fn metrics_count_requests_upstream_outcomes_and_the_breaker_exactly() {
@@ -353,161 +380,61 @@ async fn metrics_can_be_turned_off() {
 }
 
 #[tokio::test]
-async fn the_sixth_validation_from_one_client_is_limited_and_others_are_not() {
-    let server = Server::start(&[("RATE_LIMIT_PER_MINUTE", "5")]).await;
-    let first = localhost();
-    let second = IpAddr::from([127, 0, 0, 2]);
+async fn metrics_negotiate_classic_text_or_openmetrics() {
+    let server = TestServer::start(config(&[
+        ("DEMO_MODE", "true"),
+        ("RATE_LIMIT_PER_MINUTE", "600"),
+    ]))
+    .await;
+    assert_eq!(get(&server.url("/health")).await.status, StatusCode::OK);
+    let validated = post_json(&server.url("/api/v1/validate"), &applicant()).await;
+    assert_eq!(validated.status, StatusCode::OK);
 
-    for remaining in (0..5).rev() {
-        let answer = server
-            .validate_from(first, "/api/v1/validate", GOOD_ID, &[])
-            .await;
-        assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(header(&answer, "x-ratelimit-limit"), "5");
-        assert_eq!(
-            header(&answer, "x-ratelimit-remaining"),
-            remaining.to_string()
-        );
-        let reset: u64 = header(&answer, "x-ratelimit-reset")
-            .parse()
-            .expect("reset seconds");
-        assert!((1..=60).contains(&reset), "{reset}");
+    let (content_type, classic) = scrape(&server, None).await;
+    assert_eq!(content_type, CLASSIC);
+    assert!(!classic.contains("# EOF"), "{classic}");
+    assert!(!classic.contains("# UNIT"), "{classic}");
+    for line in [
+        "# TYPE applicant_validator_http_requests_total counter\n",
+        "# TYPE applicant_validator_http_request_duration_seconds histogram\n",
+        "# TYPE applicant_validator_rate_limit_tracked_clients gauge\n",
+        "# TYPE applicant_validator_build_info gauge\n",
+        r#"applicant_validator_http_requests_total{route="/api/v1/validate",method="POST",status="200"} 1"#,
+    ] {
+        assert!(classic.contains(line), "missing {line:?} in\n{classic}");
     }
-    // The alias shares the client's allowance, and X-Forwarded-For is ignored unless trusted.
-    let limited = server
-        .validate_from(
-            first,
-            "/validate",
-            GOOD_ID,
-            &[("x-forwarded-for", "203.0.113.9")],
-        )
-        .await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(limited.json()["error"], "RATE_LIMIT_ERROR");
-    assert_eq!(
-        limited.json()["correlationId"],
-        header(&limited, "x-correlation-id")
-    );
-    let retry_after: u64 = header(&limited, "retry-after")
-        .parse()
-        .expect("Retry-After seconds");
-    assert!((1..=12).contains(&retry_after), "{retry_after}");
-    assert_eq!(header(&limited, "x-ratelimit-limit"), "5");
-    assert_eq!(header(&limited, "x-ratelimit-remaining"), "0");
-    let reset: u64 = header(&limited, "x-ratelimit-reset")
-        .parse()
-        .expect("reset seconds");
-    assert!(reset >= retry_after, "{reset} < {retry_after}");
 
-    // Another client (another source address) has its own allowance.
-    let other = server
-        .validate_from(second, "/api/v1/validate", GOOD_ID, &[])
-        .await;
-    assert_eq!(other.status, StatusCode::OK);
-    assert_eq!(header(&other, "x-ratelimit-remaining"), "4");
+    let (content_type, openmetrics) = scrape(&server, Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(content_type, OPENMETRICS);
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    assert!(openmetrics.contains("# TYPE applicant_validator_http_requests counter\n"));
+    assert!(openmetrics.contains("# TYPE applicant_validator_build info\n"));
+    assert_eq!(sample_lines(&classic), sample_lines(&openmetrics));
+    assert!(sample_lines(&classic).len() > 10, "{classic}");
 
-    // Errors from validate carry the headers too, and count against the allowance.
-    let invalid = server
-        .send_from(
-            second,
-            Method::POST,
-            "/api/v1/validate",
-            &[("content-type", "application/json")],
-            "{}",
-        )
-        .await;
-    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(header(&invalid, "x-ratelimit-remaining"), "3");
-
-    // Health, readiness, docs and metrics are never limited and carry no rate-limit headers.
-    for _ in 0..10 {
-        for path in [
-            "/health",
-            "/api/v1/health",
-            "/ready",
-            "/docs",
-            "/openapi.json",
-            "/metrics",
-        ] {
-            let answer = server.send_from(first, Method::GET, path, &[], "").await;
-            assert_eq!(answer.status, StatusCode::OK, "{path}");
-            assert_eq!(answer.header("x-ratelimit-limit"), None, "{path}");
-        }
-    }
-    let text = server.metrics().await;
-    assert_eq!(
-        sample(
-            &text,
-            REQUESTS,
-            r#"route="/validate",method="POST",status="429""#
+    for (accept, expected) in [
+        ("text/plain", CLASSIC),
+        ("text/plain; version=0.0.4", CLASSIC),
+        ("*/*", CLASSIC),
+        ("application/json", CLASSIC),
+        ("application/openmetrics-text", OPENMETRICS),
+        (
+            "application/openmetrics-text;q=0.2, text/plain;q=0.8",
+            CLASSIC,
         ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&text, "applicant_validator_rate_limit_tracked_clients", ""),
-        Some(2.0)
-    );
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn behind_a_trusted_proxy_clients_are_keyed_by_the_address_it_appended() {
-    let server =
-        Server::start(&[("RATE_LIMIT_PER_MINUTE", "5"), ("TRUSTED_PROXY_HOPS", "1")]).await;
-    let me = localhost();
-    // The proxy appends the address it saw on the right; everything left of it is the client's own text,
-    // so rotating it must not buy a fresh bucket.
-    for n in 0..5 {
-        let forged = format!("198.51.100.{n}, 203.0.113.1");
-        let answer = server
-            .validate_from(
-                me,
-                "/api/v1/validate",
-                GOOD_ID,
-                &[("x-forwarded-for", &forged)],
-            )
-            .await;
-        assert_eq!(answer.status, StatusCode::OK);
-    }
-    let limited = server
-        .validate_from(
-            me,
-            "/api/v1/validate",
-            GOOD_ID,
-            &[("x-forwarded-for", "192.0.2.99, 203.0.113.1")],
-        )
-        .await;
-    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(!header(&limited, "retry-after").is_empty());
-
-    let other = server
-        .validate_from(
-            me,
-            "/api/v1/validate",
-            GOOD_ID,
-            &[("x-forwarded-for", "203.0.113.1, 203.0.113.2")],
-        )
-        .await;
-    assert_eq!(other.status, StatusCode::OK);
-    assert_eq!(header(&other, "x-ratelimit-remaining"), "4");
-
-    // A malformed entry falls back to the peer address, which has its own fresh allowance.
-    let malformed = [("x-forwarded-for", "not-an-address")];
-    let answer = server
-        .validate_from(me, "/api/v1/validate", GOOD_ID, &malformed)
-        .await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(header(&answer, "x-ratelimit-remaining"), "4");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn without_a_limit_validations_carry_no_rate_limit_headers() {
-    let server = Server::start(&[]).await;
-    for _ in 0..20 {
-        let answer = server.validate("/api/v1/validate", GOOD_ID).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.header("x-ratelimit-limit"), None);
+        (
+            "text/plain;q=0.5, application/openmetrics-text;q=0.9",
+            OPENMETRICS,
+        ),
+        ("application/openmetrics-text;q=0", CLASSIC),
+    ] {
+        let (content_type, body) = scrape(&server, Some(accept)).await;
+        assert_eq!(content_type, expected, "Accept: {accept}");
+        assert_eq!(
+            body.ends_with("# EOF\n"),
+            expected == OPENMETRICS,
+            "{accept}"
+        );
     }
     server.stop().await;
 }
