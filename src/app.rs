@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api_key::KeySource;
 use crate::api_key::cache::VaultKeySource;
+use crate::api_key::vault::AccessError;
 use crate::auth::Authenticator;
+use crate::auth::jwks::StartError;
 use crate::config::{Config, KeySourceConfig};
 use crate::http::{AppState, server};
 use crate::outbound;
@@ -25,12 +27,14 @@ use crate::telemetry::metrics::Metrics;
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    // Outbound and Setup come from the configuration (roots, identity variables): exit 64, like the checks in
-    // `config`. The rest are the machine's: exit 1.
+    // Outbound, Vault and Auth come from the configuration (roots, vault URL, identity variables, issuer):
+    // exit 64, like the checks in `config`. The rest are the machine's: exit 1.
     #[error(transparent)]
     Outbound(#[from] outbound::OutboundError),
-    #[error("{0}")]
-    Setup(String),
+    #[error(transparent)]
+    Vault(#[from] AccessError),
+    #[error(transparent)]
+    Auth(#[from] StartError),
     #[error("cannot read the listener's address: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot bind {addr}: {source}")]
@@ -45,7 +49,10 @@ pub enum ServeError {
 impl ServeError {
     /// Whether the configuration is at fault (exit 64) rather than the machine (exit 1).
     pub fn is_configuration(&self) -> bool {
-        matches!(self, ServeError::Outbound(_) | ServeError::Setup(_))
+        matches!(
+            self,
+            ServeError::Outbound(_) | ServeError::Vault(_) | ServeError::Auth(_)
+        )
     }
 }
 
@@ -190,7 +197,7 @@ fn forced(signal: StopSignal) -> Stopped {
 
 /// Builds the shared state: the outbound client, the key source (starting the vault's background reads),
 /// the upstream client, the scorer and the rate limiter. Must run inside the tokio runtime.
-pub fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
+pub(crate) fn build(config: Config) -> Result<Arc<AppState>, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let scorer = match &config.key_source {
         None => Scorer::Demo,
@@ -225,8 +232,7 @@ fn authenticator(
         return Ok(None);
     };
     let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
-    let authenticator =
-        Authenticator::start(auth, http, metrics.clone()).map_err(ServeError::Setup)?;
+    let authenticator = Authenticator::start(auth, http, metrics.clone())?;
     Ok(Some(Arc::new(authenticator)))
 }
 
@@ -244,10 +250,13 @@ fn key_source(
             ttl,
         } => {
             let http = outbound::build_client(&config.extra_ca_certs, config.connect_timeout)?;
-            KeySource::Vault(
-                VaultKeySource::start(url, secret_name, *ttl, &http, metrics.clone())
-                    .map_err(ServeError::Setup)?,
-            )
+            KeySource::Vault(VaultKeySource::start(
+                url,
+                secret_name,
+                *ttl,
+                &http,
+                metrics.clone(),
+            )?)
         }
     })
 }

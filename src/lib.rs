@@ -12,7 +12,7 @@
 //!    with bundled roots. [`ratelimit`]: per-client limiting of validations.
 //! 4. [`api_key`]: where the API key comes from (a fixed key, or Azure Key Vault with Managed Identity on the
 //!    outbound stack). [`auth`]: callers' bearer tokens checked against the issuer's keys (AUTH_MODE=entra).
-//! 5. [`riskshield`]: the RiskShield client (timeouts, retries, breaker, answer checks).
+//! 5. [`riskshield`]: the RiskShield client (timeouts, retries, breaker, its connections and answer checks).
 //! 6. [`scoring`]: the demo scorer or RiskShield, behind one [`scoring::Scorer`].
 //! 7. [`http`]: the server, the request envelope and the handlers, over an [`http::AppState`].
 //! 8. [`app`]: the composition root, the only module that knows all of the above and wires them.
@@ -20,23 +20,34 @@
 //!    [`diagnose`] (the `diagnose` subcommand) sits beside [`app`]: it runs the service's own configuration,
 //!    outbound TLS, identity and vault code once each, so it may import anything below.
 
-pub mod api_key;
+//!
+//! # What the library exports
+//! Only what its users outside the crate need, on purpose: `main` uses [`app`], [`cli`], [`config`],
+//! [`diagnose`], [`healthcheck`] and [`telemetry`]; the integration tests start the service with [`serve`] and a
+//! [`Config`], and name [`routes::Route`]; the `ops_cost` example measures [`ratelimit`] and the metrics. Every
+//! other module is `pub(crate)`.
+//!
+//! Nothing here needs `unsafe`.
+
+#![forbid(unsafe_code)]
+
+pub(crate) mod api_key;
 pub mod app;
-pub mod auth;
+pub(crate) mod auth;
 pub mod cli;
 pub mod config;
 pub mod diagnose;
-pub mod domain;
-pub mod error;
+pub(crate) mod domain;
+pub(crate) mod error;
 pub mod healthcheck;
-pub mod http;
-pub mod outbound;
+pub(crate) mod http;
+pub(crate) mod outbound;
 pub mod ratelimit;
-pub mod riskshield;
+pub(crate) mod riskshield;
 pub mod routes;
-pub mod scoring;
+pub(crate) mod scoring;
 pub mod telemetry;
-pub mod validation;
+pub(crate) mod validation;
 
 pub use app::serve;
 pub use config::Config;

@@ -1,5 +1,7 @@
 //! The `applicant-validator` binary: parse the command line, then serve or probe.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use applicant_validator::app::{StopSignal, Stopped};

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::vault::{READ_TIMEOUT, ReadError, VaultAccess};
+use super::vault::{AccessError, READ_TIMEOUT, ReadError, VaultAccess};
 use crate::domain::ApiKey;
 use crate::outbound::{HttpClient, retry_delay};
 use crate::telemetry::metrics::Metrics;
@@ -131,7 +131,7 @@ impl VaultKeySource {
         ttl: Duration,
         http: &HttpClient,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, AccessError> {
         let access = VaultAccess::new(vault_url, http, |name| std::env::var(name).ok())?;
         tracing::info!(
             vault = %access.vault_host(),
@@ -146,13 +146,13 @@ impl VaultKeySource {
             access,
             secret_name: secret_name.to_owned(),
         };
-        Self::spawn(
+        Ok(Self::spawn(
             vault_host,
             secret_name.to_owned(),
             Box::new(fetch),
             ttl,
             metrics,
-        )
+        ))
     }
 
     /// Creates the source around `fetch` and starts its refresh task.
@@ -162,9 +162,7 @@ impl VaultKeySource {
         fetch: Box<dyn FetchSecret>,
         ttl: Duration,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, String> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "the Key Vault reader needs a tokio runtime".to_string())?;
+    ) -> Arc<Self> {
         let (stop_tx, stop_rx) = watch::channel(());
         let source = Arc::new(Self {
             vault_host,
@@ -178,8 +176,9 @@ impl VaultKeySource {
             read_done: tokio::sync::Notify::new(),
             _stop: stop_tx,
         });
-        runtime.spawn(refresh_loop(Arc::downgrade(&source), stop_rx, ttl));
-        Ok(source)
+        // Startup runs inside the runtime (`app::build`), so this cannot fail.
+        tokio::spawn(refresh_loop(Arc::downgrade(&source), stop_rx, ttl));
+        source
     }
 
     /// The cached key, if any read has succeeded. Never waits.
@@ -427,8 +426,7 @@ mod tests {
             Box::new(script),
             ttl,
             Arc::new(Metrics::new()),
-        )
-        .expect("runtime present");
+        );
         (source, calls, called)
     }
 

@@ -123,6 +123,18 @@ pub struct SecretInfo {
     pub value_chars: usize,
 }
 
+/// Why the vault could not be set up: configuration the service was given (exit 64 at startup).
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("KEY_VAULT_URL: {0}")]
+    Url(String),
+    #[error("Azure identity ({identity}): {detail}")]
+    Identity {
+        identity: &'static str,
+        detail: String,
+    },
+}
+
 impl VaultAccess {
     /// Builds the credential (`lookup` reads the identity variables; the SDK reads the endpoint variables from
     /// the process environment itself) and the SecretClient.
@@ -130,21 +142,18 @@ impl VaultAccess {
         vault_url: &str,
         http: &HttpClient,
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
-        let url = Url::parse(vault_url).map_err(|e| format!("KEY_VAULT_URL: {e}"))?;
+    ) -> Result<Self, AccessError> {
+        let url = Url::parse(vault_url).map_err(|e| AccessError::Url(e.to_string()))?;
         let vault_host = url
             .host_str()
-            .ok_or_else(|| "KEY_VAULT_URL: no host".to_string())?
+            .ok_or_else(|| AccessError::Url("no host".into()))?
             .to_owned();
         let identity = Identity::from_lookup(lookup);
         let credential = identity
             .credential(transport::client_options(http))
-            .map_err(|e| {
-                format!(
-                    "Azure identity ({}): {}",
-                    identity.describe(),
-                    error_text(&e)
-                )
+            .map_err(|e| AccessError::Identity {
+                identity: identity.describe(),
+                detail: error_text(&e),
             })?;
         // The challenge names the resource the token is for; checking it against the vault's domain stops a
         // spoofed vault from obtaining a token for another resource. A loopback vault is a local test double
@@ -159,7 +168,7 @@ impl VaultAccess {
                 ..Default::default()
             }),
         )
-        .map_err(|e| format!("KEY_VAULT_URL: {}", error_text(&e)))?;
+        .map_err(|e| AccessError::Url(error_text(&e)))?;
         Ok(Self {
             vault_host,
             identity,

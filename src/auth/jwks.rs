@@ -92,15 +92,19 @@ impl std::fmt::Debug for SigningKeys {
     }
 }
 
+/// Why the signing-key reader could not start: AUTH_ISSUER does not make a discovery URL (configuration:
+/// exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("AUTH_ISSUER: cannot build the discovery URL {0}")]
+pub struct StartError(String);
+
 impl SigningKeys {
     /// Starts fetching from `discovery` (the issuer's OpenID configuration URL) in the background. Must be
     /// called inside the tokio runtime.
-    pub fn start(discovery: &str, http: HttpClient) -> Result<Arc<Self>, String> {
+    pub fn start(discovery: &str, http: HttpClient) -> Result<Arc<Self>, StartError> {
         let discovery: Uri = discovery
             .parse()
-            .map_err(|_| format!("AUTH_ISSUER: cannot build the discovery URL {discovery}"))?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "the signing-key reader needs a tokio runtime".to_string())?;
+            .map_err(|_| StartError(discovery.to_owned()))?;
         let (stop, stopped) = watch::channel(());
         let keys = Arc::new(Self {
             discovery,
@@ -109,7 +113,8 @@ impl SigningKeys {
             fetching: tokio::sync::Mutex::new(None),
             _stop: stop,
         });
-        runtime.spawn(refresh_loop(Arc::downgrade(&keys), stopped));
+        // Startup runs inside the runtime (`app::build`), so this cannot fail.
+        tokio::spawn(refresh_loop(Arc::downgrade(&keys), stopped));
         Ok(keys)
     }
 

@@ -66,7 +66,7 @@ impl Authenticator {
         config: &AuthConfig,
         http: HttpClient,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, jwks::StartError> {
         token::install_provider();
         tracing::info!(
             issuer = %config.issuer,

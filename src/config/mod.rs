@@ -5,7 +5,7 @@
 //! configuration from a plain map without touching the process environment. The value parsers live in
 //! [`parse`].
 
-pub mod parse;
+pub(crate) mod parse;
 mod url;
 
 use std::fmt;

@@ -14,7 +14,7 @@
 //! rendering (`report`), the DNS, TCP and TLS probes ([`net`]), and the certificate's fields ([`cert`]).
 
 pub mod cert;
-pub mod net;
+pub(crate) mod net;
 mod report;
 
 use std::fmt::Write as _;
@@ -77,9 +77,9 @@ pub async fn run(
             let identity = Identity::from_lookup(lookup);
             let endpoint = identity.token_endpoint(lookup);
             erased(probe.host(&mut checks, "identity", &endpoint.url)).await;
-            let access = http
-                .clone()
-                .and_then(|http: HttpClient| VaultAccess::new(url, &http, lookup));
+            let access = http.clone().and_then(|http: HttpClient| {
+                VaultAccess::new(url, &http, lookup).map_err(|e| e.to_string())
+            });
             erased(vault_checks(
                 &mut checks,
                 access,

@@ -13,5 +13,4 @@ pub mod response;
 pub mod server;
 pub mod state;
 
-pub use envelope::correlation_id;
-pub use state::{AppState, Body, RequestContext, X_CORRELATION_ID};
+pub use state::AppState;

@@ -1,6 +1,6 @@
 //! What the service tells its operators: JSON log lines ([`logging`], formatted by [`jsonline`]) and
 //! Prometheus metrics ([`metrics`]).
 
-pub mod jsonline;
+pub(crate) mod jsonline;
 pub mod logging;
 pub mod metrics;
