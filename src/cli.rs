@@ -93,6 +93,8 @@ serve_options! {
     "trusted-proxy-hops" "TRUSTED_PROXY_HOPS" "N" "Proxies in front that append to X-Forwarded-For (Container Apps ingress: 1); 0 keys clients by the TCP peer [default: 0]",
     "trust-forwarded-for" "TRUST_FORWARDED_FOR" "BOOL" "Replaced by TRUSTED_PROXY_HOPS; setting it is a configuration error",
     "header-read-timeout" "HEADER_READ_TIMEOUT" "DURATION" "Time a client has to send its request headers [default: 10s]",
+    "max-header-bytes" "MAX_HEADER_BYTES" "BYTES" "Largest request line plus headers; a larger head gets 431 and the connection closes [default: 16384]",
+    "send-timeout" "SEND_TIMEOUT" "DURATION" "An answer whose write makes no progress this long closes its connection [default: 30s]",
     "max-connections" "MAX_CONNECTIONS" "N" "Concurrent connections; further ones wait in the kernel's backlog [default: 4096]",
     "workers" "WORKERS" "N" "Serving threads, each with its own listener and upstream connections [default: one per CPU]",
     "shutdown-delay" "SHUTDOWN_DELAY" "DURATION" "After SIGTERM/SIGINT, keep serving this long with /ready answering 503 before closing the listener [default: 0s]",

@@ -109,6 +109,11 @@ pub struct Config {
     /// Proxies in front that append to X-Forwarded-For; 0: the client is the TCP peer.
     pub trusted_proxy_hops: u32,
     pub header_read_timeout: Duration,
+    /// MAX_HEADER_BYTES: the most a request line and headers may take, and so what an unfinished head can make
+    /// a connection buffer.
+    pub max_header_bytes: usize,
+    /// SEND_TIMEOUT: how long an answer's write may make no progress before its connection is closed.
+    pub send_timeout: Duration,
     pub max_connections: usize,
     /// Serving threads, each with its own runtime, listener and upstream connections (thread-per-core).
     pub workers: usize,
@@ -152,6 +157,8 @@ impl Config {
             host,
             port,
             header_read_timeout,
+            max_header_bytes,
+            send_timeout,
             max_connections,
             workers,
             shutdown_delay,
@@ -211,6 +218,8 @@ impl Config {
             rate_limit_burst,
             trusted_proxy_hops,
             header_read_timeout,
+            max_header_bytes,
+            send_timeout,
             max_connections,
             workers,
             shutdown_delay,
@@ -224,6 +233,8 @@ struct Serving {
     host: IpAddr,
     port: u16,
     header_read_timeout: Duration,
+    max_header_bytes: usize,
+    send_timeout: Duration,
     max_connections: usize,
     workers: usize,
     shutdown_delay: Duration,
@@ -235,6 +246,9 @@ fn read_serving<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Serving {
         host: r.parse("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED), parse_host),
         port: r.parse("PORT", 8080, parse_port),
         header_read_timeout: r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10)),
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        max_header_bytes: r.number("MAX_HEADER_BYTES", 16_384usize, 8192, 1024 * 1024),
+        send_timeout: r.duration("SEND_TIMEOUT", Duration::from_secs(30)),
         max_connections: r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000),
         workers: r.number("WORKERS", default_workers(), 1, 1024),
         shutdown_delay: r.parse("SHUTDOWN_DELAY", Duration::ZERO, |v| {
