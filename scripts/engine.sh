@@ -51,6 +51,7 @@ MIN_API=1.44
 START_TIMEOUT_S=60
 STOP_TIMEOUT_S=30
 ENGINE_SANDBOX="${ENGINE_SANDBOX:-auto}"
+[[ "$ENGINE_SANDBOX" == auto || "$ENGINE_SANDBOX" == 1 ]] || die "ENGINE_SANDBOX is auto or 1, not '$ENGINE_SANDBOX'"
 ENGINE_CACHE="${ENGINE_CACHE:-$TOOL_CACHE/engine-debs}"
 DIR_PREFIX=applicant-validator-engine
 
@@ -95,10 +96,12 @@ cmd_check() {
         host) what="$what, this machine's engine" ;;
     esac
     if ! api_at_least "$server"; then
-        die "$what is older than API $MIN_API (Docker 25), which the image's HEALTHCHECK --start-interval needs; run the command through scripts/engine.sh run"
+        die "$what is older than API $MIN_API (Docker 25), which the image's HEALTHCHECK --start-interval" \
+            "needs; run the command through scripts/engine.sh run"
     fi
     if [[ -z "$client" ]] || ! api_at_least "$client"; then
-        die "the docker CLI ($(command -v docker), API ${client:-unknown}) is older than API $MIN_API; run the command through scripts/engine.sh run"
+        die "the docker CLI ($(command -v docker), API ${client:-unknown}) is older than API $MIN_API;" \
+            "run the command through scripts/engine.sh run"
     fi
     log "$what; CLI API $client"
 }
@@ -205,7 +208,7 @@ unpack_debs() {
 host_api() { timeout 20 "$1/cli/docker" version -f '{{.Server.APIVersion}}' 2>/dev/null || true; }
 
 cmd_up() {
-    local dir kind api pid entry name path args netns
+    local dir kind api pid entry name path args netns info
     [[ "$(dpkg --print-architecture)" == amd64 ]] || die "the pinned packages are for amd64"
     command -v curl >/dev/null || apt_install curl
     warn_leftovers
@@ -227,9 +230,11 @@ cmd_up() {
     else
         kind=sandbox
         if [[ "$ENGINE_SANDBOX" == 1 ]]; then
-            log "ENGINE_SANDBOX=1: starting the sandboxed engine (this machine's speaks API ${api:-none: it does not answer})"
+            log "ENGINE_SANDBOX=1: starting the sandboxed engine (this machine's speaks API" \
+                "${api:-none: it does not answer})"
         elif [[ -n "$api" ]]; then
-            log "this machine's Docker Engine speaks API $api, older than $MIN_API: starting a sandboxed engine beside it"
+            log "this machine's Docker Engine speaks API $api, older than $MIN_API: starting a sandboxed engine" \
+                "beside it"
         else
             log "no Docker Engine answers at ${DOCKER_HOST:-the default socket}: starting a sandboxed engine"
         fi
@@ -252,9 +257,10 @@ cmd_up() {
         # setsid -f: the daemon outlives this script (until `down`). unshare gives it the namespaces; the shell
         # in between mounts the private /run and brings the namespace's loopback up before dockerd starts.
         # shellcheck disable=SC2016 # the inner shells expand their own arguments
-        as_root env -i "PATH=$dir/bin:$SYSTEM_PATH" sh -c 'log="$1"; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null' \
-            sh "$dir/dockerd.log" unshare --net --mount --propagation private -- sh -ec \
-            'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run; ip link set lo up; exec "$@"' \
+        as_root env -i "PATH=$dir/bin:$SYSTEM_PATH" \
+            sh -c 'log="$1"; shift; exec setsid -f "$@" >>"$log" 2>&1 </dev/null' sh "$dir/dockerd.log" \
+            unshare --net --mount --propagation private -- \
+            sh -ec 'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run; ip link set lo up; exec "$@"' \
             sh "$dir/bin/dockerd" "${args[@]}"
         if ! wait_engine "$dir"; then
             as_root tail -n 20 "$dir/dockerd.log" >&2 || true
@@ -263,8 +269,11 @@ cmd_up() {
         pid="$(as_root cat "$dir/dockerd.pid")"
         netns="$(as_root readlink "/proc/$pid/ns/net")"
         echo "$netns" | as_root tee "$dir/netns" >/dev/null
-        log "sandboxed engine up: $(DOCKER_HOST="unix://$dir/docker.sock" DOCKER_CONFIG="$dir/cli-config" \
-            "$dir/cli/docker" info -f 'dockerd {{.ServerVersion}}, containerd {{.ContainerdCommit.ID}}, runc {{.RuncCommit.ID}}, storage {{.Driver}}, cgroup driver {{.CgroupDriver}}') (pid $pid, $dir, network namespace $netns, no iptables)"
+        info='dockerd {{.ServerVersion}}, containerd {{.ContainerdCommit.ID}}, runc {{.RuncCommit.ID}},'
+        info+=' storage {{.Driver}}, cgroup driver {{.CgroupDriver}}'
+        info="$(DOCKER_HOST="unix://$dir/docker.sock" DOCKER_CONFIG="$dir/cli-config" \
+            "$dir/cli/docker" info -f "$info")"
+        log "sandboxed engine up: $info (pid $pid, $dir, network namespace $netns, no iptables)"
     fi
 
     {
@@ -293,7 +302,7 @@ wait_engine() {
 }
 
 # --- down ----------------------------------------------------------------------------------------------------
-# Only a directory `up` made is removed: the name, the owner and the files in it are checked first.
+# Only a directory `up` made is removed: its name and its owner (root) are checked first.
 cmd_down() {
     local dir="${1:-${ENGINE_DIR:-}}" pid netns name deadline p cg
     [[ -n "$dir" ]] || die "usage: scripts/engine.sh down DIR (or ENGINE_DIR set by up)"
