@@ -11,18 +11,10 @@
 # Env:    BROWSER_CHECK_SCREENSHOT=PATH  also save a PNG of the page after the form was used
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-log() { printf '[browser-check] %s\n' "$*" >&2; }
-
-sudo_cmd=()
-if [[ "$(id -u)" != 0 ]]; then sudo_cmd=(sudo); fi
+. scripts/lib.sh
 
 # --- tools -------------------------------------------------------------------------------------------------
-if ! command -v chromium >/dev/null; then
-  log "installing Debian's chromium"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
-fi
+command -v chromium >/dev/null || apt_install chromium
 CHROMIUM=$(command -v chromium)
 log "$("$CHROMIUM" --version 2>/dev/null | head -n 1)"
 
@@ -39,24 +31,13 @@ if [[ ! -x "$BIN" ]]; then
   exit 1
 fi
 
-# --- the service -------------------------------------------------------------------------------------------
+# --- the service (started and stopped by scripts/lib.sh) ---------------------------------------------------
 WORK=$(mktemp -d)
-PID=
-cleanup() {
-  if [[ -n "$PID" ]]; then
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'stop_all; rm -rf "$WORK"' EXIT
 
-probe() { python3 scripts/bench_probe.py "$@"; }
-
-PORT=$(probe free-port)
-HOST=127.0.0.1 PORT=$PORT DEMO_MODE=true LOG_LEVEL=WARN "$BIN" serve >"$WORK/service.log" 2>&1 &
-PID=$!
-if ! probe wait-http "$PORT" /health; then
+PORT=$(free_port)
+start_bg service "$WORK/service.log" env HOST=127.0.0.1 PORT="$PORT" DEMO_MODE=true LOG_LEVEL=WARN "$BIN" serve
+if ! (wait_http "http://127.0.0.1:$PORT/health"); then
   log "the service did not come up; its output:"
   cat "$WORK/service.log" >&2
   exit 1

@@ -10,9 +10,14 @@
 #   CARGO_TARGET_DIR is honoured.
 #
 # Prints the built image references on the last lines as `IMAGE_REF=...` and `FAKE_IMAGE_REF=...`.
+#
+# Needs Docker Engine 25+ (the Dockerfile's HEALTHCHECK --start-interval); on an older one, run it as
+# `scripts/engine.sh run scripts/build-image.sh` (the images then live in that run's sandboxed engine and go
+# with it: this is for trying the build, scripts/check-image.sh for checking it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/lib.sh
 . scripts/tools.sh
 
 TARGET=$SHIPPED_TARGET
@@ -21,14 +26,10 @@ FAKE_IMAGE="${FAKE_IMAGE:-fake-riskshield}"
 TAG="${TAG:-$VERSION}"
 SKIP_FAKE="${SKIP_FAKE:-0}"
 
-die() {
-    echo "build-image: $*" >&2
-    exit 1
-}
-
 command -v docker >/dev/null || die "docker is not installed"
-# The Dockerfile's HEALTHCHECK --start-interval needs Docker Engine 25+ (API 1.44): say so before building.
-scripts/engine.sh --check >/dev/null || die "the Docker Engine is too old (scripts/engine.sh replaces it)"
+# The Dockerfile's HEALTHCHECK --start-interval needs Docker Engine 25+ (API 1.44): say so before building
+# (engine.sh check says why on stderr).
+scripts/engine.sh check || die "no Docker Engine 25+ here: scripts/engine.sh run scripts/build-image.sh builds on one"
 command -v cargo >/dev/null || die "cargo is not installed"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET" >/dev/null

@@ -6,12 +6,17 @@
 # private Docker network. Every container, network and image is uniquely named and removed on exit.
 #
 # Needs Docker Engine 25+ (API 1.44) for the image's HEALTHCHECK --start-interval and Compose v2.20+ for
-# compose.yaml; scripts/engine.sh provides both on Debian bookworm (.ci/run calls it first).
+# compose.yaml. `scripts/engine.sh run scripts/check-image.sh` provides both without touching the machine's
+# engine (on Debian bookworm, a sandboxed one); that is how .ci/run calls it. Compose is $COMPOSE when set
+# (engine.sh sets it), else `docker compose` or `docker-compose` if either is v2.20+. With the sandbox this
+# runs without a network beyond it, so the cargo build inside cannot download anything: on a fresh machine,
+# build once before (`. scripts/tools.sh && build_service && build_fake`, as .ci/run does).
 #
 # Environment: SIZE_BUDGET_BYTES (default 8 MiB), SIZE_GOAL_BYTES (default 4 MiB), HEALTHY_LIMIT_MS (default
 # 500: the median time to healthy allowed); CARGO_TARGET_DIR is honoured by the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 SIZE_BUDGET_BYTES="${SIZE_BUDGET_BYTES:-$((8 * 1024 * 1024))}"
 SIZE_GOAL_BYTES="${SIZE_GOAL_BYTES:-$((4 * 1024 * 1024))}"
@@ -150,7 +155,7 @@ for tool in docker curl readelf objcopy python3 tar; do
 done
 
 # --- engine ------------------------------------------------------------------------------------------------
-if engine="$(scripts/engine.sh --check 2>&1)"; then
+if engine="$(scripts/engine.sh check 2>&1)"; then
     pass engine "${engine#engine: }"
 else
     fail engine "${engine#engine: }"
@@ -441,29 +446,18 @@ else
 fi
 
 # --- the local compose stack runs from the same images ------------------------------------------------------
-# compose.yaml's start_interval needs Compose v2.20+: v1 rejects the key (scripts/engine.sh installs v2).
+# compose.yaml's start_interval needs Compose v2.20+: v1 rejects the key (scripts/engine.sh provides v2).
+# The published ports come from free_port (scripts/lib.sh): a fixed 8080 could collide with the machine's own.
 compose_cli=()
-for cli in "docker compose" docker-compose; do
+for cli in ${COMPOSE:+"$COMPOSE"} "docker compose" docker-compose; do
     if [[ "$($cli version --short 2>/dev/null || true)" =~ ^v?([0-9]+)\.([0-9]+) ]] &&
         ((BASH_REMATCH[1] > 2 || (BASH_REMATCH[1] == 2 && BASH_REMATCH[2] >= 20))); then
         read -ra compose_cli <<<"$cli"
         break
     fi
 done
-# free_port: a loopback port nothing listens on (a fixed 8080 could collide with the machine's own services).
-free_port() {
-    local port
-    for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    return 1
-}
 if ((${#compose_cli[@]} == 0)); then
-    echo "SKIP compose: no Compose v2.20+ ('docker compose' or 'docker-compose'); scripts/engine.sh installs it"
+    echo "SKIP compose: no Compose v2.20+ (\$COMPOSE, 'docker compose' or 'docker-compose'); scripts/engine.sh run provides it"
 else
     service_port="$(free_port)"
     compose=(env "IMAGE=${IMAGE%%:*}" "FAKE_IMAGE=${FAKE_IMAGE%%:*}" "TAG=$RUN_ID" "HOST_PORT=$service_port"

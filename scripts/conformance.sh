@@ -26,36 +26,19 @@
 #   errors only outside demo mode); each run reaches the ones its configuration allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+. scripts/tools.sh
 
-CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator
+CACHE=$TOOL_CACHE
 VENV=$CACHE/conformance-venv
-REQUIREMENTS=scripts/conformance-requirements.txt
 HOOKS=$PWD/scripts/conformance_hooks.py
 FIXED_SEED=20240601
 SEED=${CONFORMANCE_SEED:-$(((RANDOM << 15) | RANDOM))}
 MAX_TIME=${CONFORMANCE_MAX_TIME:-45}
 
-log() { printf '[conformance] %s\n' "$*" >&2; }
-
-sudo_cmd=()
-if [[ "$(id -u)" != 0 ]]; then sudo_cmd=(sudo); fi
-
 # --- tools -------------------------------------------------------------------------------------------------
-# A venv of our own with every package pinned, rebuilt when the pins change.
-stamp=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [[ "$(cat "$VENV/.pins" 2>/dev/null)" != "$stamp" ]]; then
-  log "installing the pinned Python tools into $VENV"
-  rm -rf "$VENV"
-  mkdir -p "$CACHE"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3-venv >/dev/null
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-  fi
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$REQUIREMENTS"
-  echo "$stamp" >"$VENV/.pins"
-fi
+# A venv of our own with every package pinned (scripts/tools.sh), rebuilt when the pins change.
+ensure_venv "$VENV" scripts/conformance-requirements.txt
 PY=$VENV/bin/python
 
 # promtool from Debian's prometheus package, unpacked into the cache: no daemon, no service, no users.
@@ -64,10 +47,10 @@ if [[ -z "$PROMTOOL" ]]; then
   PROMTOOL=$CACHE/prometheus-deb/usr/bin/promtool
   if [[ ! -x "$PROMTOOL" ]]; then
     log "fetching promtool (Debian package prometheus, unpacked only)"
-    apt-cache show prometheus >/dev/null 2>&1 || "${sudo_cmd[@]}" apt-get update -qq
+    apt-cache show prometheus >/dev/null 2>&1 || as_root apt-get update -qq
     deb_dir=$(mktemp -d)
     # apt's download sandbox user cannot write to a root-owned temp dir; the warning about it is harmless.
-    (cd "$deb_dir" && apt-get download -q prometheus 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
+    (cd "$deb_dir" && { apt-get download -q prometheus 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true; })
     rm -rf "$CACHE/prometheus-deb"
     dpkg -x "$deb_dir"/prometheus_*.deb "$CACHE/prometheus-deb"
     rm -rf "$deb_dir"
@@ -78,28 +61,18 @@ log "$("$PROMTOOL" --version 2>&1 | head -n 1)"
 log "building the static release binary and the fake RiskShield"
 # As scripts/build-image.sh builds them (scripts/tools.sh), so an image build just before leaves nothing to
 # rebuild.
-. scripts/tools.sh
 build_service
 build_fake
 BIN=$SERVICE_BIN
 FAKE=$FAKE_BIN
 
-# --- processes ---------------------------------------------------------------------------------------------
+# --- processes (started and stopped by scripts/lib.sh) -----------------------------------------------------
 WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'stop_all; rm -rf "$WORK"' EXIT
 
-probe() { python3 scripts/bench_probe.py "$@"; }
-
-FAKE_PORT=$(probe free-port)
-"$FAKE" --listen "127.0.0.1:$FAKE_PORT" --score 42 --level MEDIUM >"$WORK/fake.log" 2>&1 &
-PIDS+=($!)
-probe wait-http "$FAKE_PORT" /health
+FAKE_PORT=$(free_port)
+start_bg fake "$WORK/fake.log" "$FAKE" --listen "127.0.0.1:$FAKE_PORT" --score 42 --level MEDIUM
+wait_http "http://127.0.0.1:$FAKE_PORT/health"
 
 # --- the checks, against one running service ---------------------------------------------------------------
 check_service() {
@@ -164,20 +137,18 @@ PY
   log "$name: promtool: clean"
 }
 
-DEMO_PORT=$(probe free-port)
-HOST=127.0.0.1 PORT=$DEMO_PORT DEMO_MODE=true LOG_LEVEL=WARN "$BIN" serve >"$WORK/demo.log" 2>&1 &
-PIDS+=($!)
-probe wait-http "$DEMO_PORT" /health
+DEMO_PORT=$(free_port)
+start_bg demo "$WORK/demo.log" env HOST=127.0.0.1 PORT="$DEMO_PORT" DEMO_MODE=true LOG_LEVEL=WARN "$BIN" serve
+wait_http "http://127.0.0.1:$DEMO_PORT/health"
 check_service demo "$DEMO_PORT"
 
 # Against the fake RiskShield, with a rate limit this run never reaches, so the X-RateLimit-* headers are
 # on every validation answer and schemathesis checks them against the document too.
-SVC_PORT=$(probe free-port)
-HOST=127.0.0.1 PORT=$SVC_PORT RISKSHIELD_API_KEY=conformance-key \
+SVC_PORT=$(free_port)
+start_bg riskshield "$WORK/riskshield.log" env HOST=127.0.0.1 PORT="$SVC_PORT" RISKSHIELD_API_KEY=conformance-key \
   RISKSHIELD_API_URL="http://127.0.0.1:$FAKE_PORT/v1" RATE_LIMIT_PER_MINUTE=1000000000 LOG_LEVEL=WARN \
-  "$BIN" serve >"$WORK/riskshield.log" 2>&1 &
-PIDS+=($!)
-probe wait-http "$SVC_PORT" /ready
+  "$BIN" serve
+wait_http "http://127.0.0.1:$SVC_PORT/health"
 check_service riskshield "$SVC_PORT"
 
 log "all conformance checks passed (fixed seed $FIXED_SEED, random seed $SEED; replay with CONFORMANCE_SEED=$SEED)"

@@ -11,26 +11,17 @@
 # Env: SBOM_DIR (default dist/sbom); CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 . scripts/tools.sh
 
 OUT_DIR="${SBOM_DIR:-dist/sbom}"
 BIN=$SERVICE_BIN
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator"
-VENV="$CACHE/sbom-venv"
-REQUIREMENTS=scripts/sbom-requirements.txt
+VENV="$TOOL_CACHE/sbom-venv"
 
 # The shipped binary, as scripts/build-image.sh builds it (nothing to do when it is up to date).
 build_service
 
-stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.pins" 2>/dev/null)" != "$stamp" ]]; then
-    echo "installing the pinned SBOM tools into $VENV" >&2
-    rm -rf "$VENV"
-    mkdir -p "$CACHE"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$REQUIREMENTS"
-    echo "$stamp" >"$VENV/.pins"
-fi
+ensure_venv "$VENV" scripts/sbom-requirements.txt
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

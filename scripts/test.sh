@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one command that runs every check: formatting, lints and the whole test suite.
-# Installs what it needs (rustfmt and clippy components) so it works on a fresh machine.
+# The checks a change must pass before anything else: formatting, lints and the whole test suite (unit,
+# property and integration tests against the real server and binary). It is not all of CI: .ci/run runs this
+# first, then the other stages listed at the top of that file. Installs what it needs (rustfmt and clippy
+# components) so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # the variables are for the scripts that source this file
 # Sourced by the build scripts (run from the repository root): the pinned cargo tools, installed at their
-# versions (cargo install --locked, from the crate registry) unless already there; the builds of the shipped
-# binaries; and the version and git revision that the image labels and the SBOM carry. Pins live here, in one
-# place.
+# versions (cargo install --locked, from the crate registry) unless already there; the pinned Python tools, in
+# a venv per requirements file; the builds of the shipped binaries; and the version and git revision that the
+# image labels and the SBOM carry. Pins live here (and in the requirements files and scripts/engine.sh), so a
+# version changes in one place.
 
 CARGO_AUDITABLE_VERSION=0.7.7
 CARGO_DENY_VERSION=0.20.2
+# Where the scripts keep what they download (venvs, unpacked Debian packages): one folder, outside the clone.
+TOOL_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator"
 
 # ensure_cargo_tool CRATE VERSION: installs CRATE@VERSION unless `cargo install --list` already has it.
 ensure_cargo_tool() {
@@ -15,6 +19,25 @@ ensure_cargo_tool() {
     fi
     echo "installing $crate $version (cargo install --locked)" >&2
     cargo install --locked --quiet "$crate@$version" >&2
+}
+
+# ensure_venv VENV REQUIREMENTS: a venv of our own with every package of REQUIREMENTS at its pinned version,
+# made again when the pins change (the sum of the file is kept in VENV/.pins). python3-venv is installed
+# with apt when python3 cannot make a venv (log and apt_install: scripts/lib.sh, sourced first).
+ensure_venv() {
+    local venv="$1" requirements="$2" stamp
+    stamp="$(sha256sum "$requirements" | cut -d ' ' -f 1)"
+    [[ "$(cat "$venv/.pins" 2>/dev/null)" != "$stamp" ]] || return 0
+    log "installing the pinned Python tools of $requirements into $venv"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-input -r "$requirements"
+    echo "$stamp" >"$venv/.pins"
 }
 
 # The shipped binaries: the static musl release builds, with cargo-auditable, which embeds the dependency list
