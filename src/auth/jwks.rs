@@ -6,14 +6,17 @@
 //! last good keys and is retried with backoff (1 s doubling, capped at 30 s). A token whose `kid` is not
 //! cached triggers one fetch at once ([`SigningKeys::refresh_for_unknown_kid`]): such fetches are
 //! single-flight (callers that arrive meanwhile share it) and at most one per [`UNKNOWN_KID_INTERVAL`], so
-//! tokens with invented key ids cannot make the service hammer the issuer.
+//! tokens with invented key ids cannot make the service hammer the issuer. Once started, such a fetch runs
+//! to its end on its own task, whatever becomes of the request that caused it, and the interval counts from
+//! that end: a client that sends an invented `kid` and hangs up cannot cut every refresh short and so keep
+//! a rotated key from being learned.
 //!
 //! A fetch reads `{AUTH_ISSUER}/.well-known/openid-configuration`, then the `jwks_uri` it names, and keeps
 //! every RSA signing key with a `kid`. Each fetch is logged with its outcome and the number of keys, never a
 //! key's material.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,9 +81,39 @@ pub struct SigningKeys {
     discovery: Uri,
     http: HttpClient,
     keys: RwLock<Option<Arc<HashMap<String, DecodingKey>>>>,
-    /// Held while a fetch runs, so fetches never overlap; records when the last unknown-`kid` fetch began.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while a fetch runs, so fetches never overlap.
+    fetching: tokio::sync::Mutex<()>,
+    /// The unknown-`kid` fetch in flight, and when the last one ended.
+    unknown_kid: Mutex<UnknownKid>,
+    /// Itself, so an unknown-`kid` fetch can run on a task of its own.
+    this: Weak<SigningKeys>,
+    /// The runtime the background task runs on, where unknown-`kid` fetches run too: not the runtime of
+    /// the worker whose request asked for one.
+    runtime: tokio::runtime::Handle,
     _stop: watch::Sender<()>,
+}
+
+/// The single-flight state of the unknown-`kid` fetch.
+#[derive(Debug, Default)]
+struct UnknownKid {
+    /// Changes (its sender is dropped) when the fetch in flight has ended.
+    running: Option<watch::Receiver<()>>,
+    ended: Option<Instant>,
+}
+
+/// Owned by an unknown-`kid` fetch's task: when the task ends, however it ends, the fetch is recorded as
+/// ended and then (the sender dropped after `drop` ran) its waiters are woken.
+struct FetchEnd {
+    keys: Arc<SigningKeys>,
+    _ended: watch::Sender<()>,
+}
+
+impl Drop for FetchEnd {
+    fn drop(&mut self) {
+        let mut state = self.keys.unknown_kid_state();
+        state.running = None;
+        state.ended = Some(Instant::now());
+    }
 }
 
 impl std::fmt::Debug for SigningKeys {
@@ -106,11 +139,14 @@ impl SigningKeys {
             .parse()
             .map_err(|_| StartError(discovery.to_owned()))?;
         let (stop, stopped) = watch::channel(());
-        let keys = Arc::new(Self {
+        let keys = Arc::new_cyclic(|this| Self {
             discovery,
             http,
             keys: RwLock::new(None),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            unknown_kid: Mutex::default(),
+            this: this.clone(),
+            runtime: tokio::runtime::Handle::current(),
             _stop: stop,
         });
         // Startup runs inside the runtime (`app::build`), so this cannot fail.
@@ -129,7 +165,10 @@ impl SigningKeys {
             discovery,
             http,
             keys: RwLock::new(None),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            unknown_kid: Mutex::default(),
+            this: Weak::new(),
+            runtime: tokio::runtime::Handle::current(),
             _stop: stop,
         };
         tokio::time::timeout(FETCH_TIMEOUT, once.fetch())
@@ -159,18 +198,47 @@ impl SigningKeys {
     }
 
     /// Re-fetches the keys because a token named `kid`, which the cache does not hold: the issuer may have
-    /// rotated. A caller arriving while such a fetch runs waits for it and then finds the key or not; no
-    /// second fetch starts within [`UNKNOWN_KID_INTERVAL`] of the last one.
+    /// rotated. The fetch runs on a task of its own, so it completes even if this caller goes away; a caller
+    /// arriving while it runs waits for the same fetch and then finds the key or not. No second fetch starts
+    /// within [`UNKNOWN_KID_INTERVAL`] of the end of the last one.
     pub async fn refresh_for_unknown_kid(&self, kid: &str) {
-        let mut last = self.fetching.lock().await;
-        if matches!(self.lookup(kid), Lookup::Found(_)) {
-            return;
+        let (mut ended, start) = {
+            let mut state = self.unknown_kid_state();
+            if matches!(self.lookup(kid), Lookup::Found(_)) {
+                return;
+            }
+            if let Some(running) = &state.running {
+                (running.clone(), None)
+            } else {
+                let recent = state
+                    .ended
+                    .is_some_and(|at| at.elapsed() < UNKNOWN_KID_INTERVAL);
+                let Some(keys) = self.this.upgrade().filter(|_| !recent) else {
+                    return;
+                };
+                let (sender, running) = watch::channel(());
+                state.running = Some(running.clone());
+                let end = FetchEnd {
+                    keys,
+                    _ended: sender,
+                };
+                (running, Some(end))
+            }
+        };
+        // Spawned with the state unlocked: a task that cannot run is dropped at once, and its end locks it.
+        if let Some(end) = start {
+            self.runtime.spawn(async move {
+                let _serial = end.keys.fetching.lock().await;
+                end.keys.fetch_and_store("unknown_kid").await;
+            });
         }
-        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_INTERVAL) {
-            return;
-        }
-        *last = Some(Instant::now());
-        self.fetch_and_store("unknown_kid").await;
+        // Resolves when the fetch's task has ended and dropped the sender (an error then, by design).
+        let _ = ended.changed().await;
+    }
+
+    fn unknown_kid_state(&self) -> std::sync::MutexGuard<'_, UnknownKid> {
+        // Every change is one assignment: a poisoned lock still holds a consistent state.
+        self.unknown_kid.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One fetch, logged; on success the cache holds the new key set. The caller serialises fetches.
@@ -371,6 +439,66 @@ mod tests {
         assert_eq!(kids, ["a", "b"]);
         assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
         assert!(parse_jwks(b"<html>").is_err());
+    }
+
+    /// Signing keys read from `issuer` through a client that trusts its test CA, once the startup fetch has
+    /// ended.
+    async fn keys_of(issuer: &testkit::openid::FakeIssuer) -> Arc<SigningKeys> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let ca = CertificateDer::pem_file_iter(issuer.ca_file())
+            .expect("the test CA file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("the test CA");
+        let http = crate::outbound::build_client(&ca, Duration::from_secs(5)).expect("client");
+        let discovery = format!("{}/.well-known/openid-configuration", issuer.issuer());
+        let keys = SigningKeys::start(&discovery, http).expect("start");
+        // The startup fetch holds the fetch lock from its task's first poll, which comes before this task's
+        // next turn: taking the lock after that waits for the fetch to end.
+        tokio::task::yield_now().await;
+        drop(keys.fetching.lock().await);
+        assert!(keys.ready(), "the startup fetch failed");
+        keys
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refresh_completes_when_its_caller_goes_away() {
+        use std::future::Future;
+        use testkit::openid::{FakeIssuer, TestSigner};
+
+        let pem = |n: u8| match n {
+            1 => include_str!("../../tests/fixtures/jwt-signing-key-1.pem"),
+            _ => include_str!("../../tests/fixtures/jwt-signing-key-2.pem"),
+        };
+        let (one, two) = (
+            TestSigner::from_pem("key-1", pem(1)),
+            TestSigner::from_pem("key-2", pem(2)),
+        );
+        let issuer = FakeIssuer::start(vec![one.jwk()]).await;
+        let keys = keys_of(&issuer).await;
+        assert!(matches!(keys.lookup("key-2"), Lookup::Unknown));
+
+        // The issuer rotates, and a request with an invented key id starts a refresh, then goes away (its
+        // client hung up) while the fetch is under way: polled once, then dropped.
+        issuer.publish(vec![one.jwk(), two.jwk()]);
+        let mut cut_off = Box::pin(keys.refresh_for_unknown_kid("invented"));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(cut_off.as_mut().poll(cx)));
+        assert!(first.await.is_pending());
+        drop(cut_off);
+
+        // A token signed with the rotated key right after that still gets its key: the refresh ran to its
+        // end (or is waited for), it was not cut short with the interval counting against the next one.
+        keys.refresh_for_unknown_kid("key-2").await;
+        assert!(matches!(keys.lookup("key-2"), Lookup::Found(_)));
+        assert_eq!(
+            issuer.jwks_requests(),
+            2,
+            "one refresh after the startup fetch"
+        );
+
+        // And the interval runs from that refresh's end: another invented key id fetches nothing.
+        keys.refresh_for_unknown_kid("invented-too").await;
+        assert_eq!(issuer.jwks_requests(), 2);
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! each worker asks it once for a [`Pool`] and passes that pool with every call.
 //!
 //! The whole call is bounded by the inbound request's deadline: no attempt and no backoff runs past it.
+//!
+//! Every request written to RiskShield is an attempt of this loop: the pool writes a request at most once per
+//! exchange (it never repeats one on another connection), so this loop is the one place a request is sent
+//! again, each time after its backoff, logged with its attempt number and counted in the attempt metric, at
+//! most RISKSHIELD_MAX_ATTEMPTS times plus the one retry after a 401/403 re-read of the key.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -234,7 +239,8 @@ impl RiskShieldClient {
         }
     }
 
-    /// One HTTP exchange begun at `started`, bounded by the attempt timeout and the request deadline.
+    /// One HTTP exchange begun at `started`, bounded by the attempt timeout and the request deadline: the
+    /// wait for a pooled connection when the worker's are all in use, the request written once, its answer.
     async fn attempt(
         &self,
         pool: &Pool,

@@ -29,6 +29,7 @@ pub(crate) const READ_SIZE: usize = 4096;
 /// Why an exchange failed before an answer's head arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
+    /// The connection failed before it accepted a byte of the request.
     #[error("request could not be sent: {0}")]
     Unsent(io::Error),
     #[error("connection failed: {0}")]
@@ -41,9 +42,10 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// The connection took no request or gave not a byte of answer: the server cannot have acted on it.
-    pub fn unanswered(&self) -> bool {
-        matches!(self, ExchangeError::Unsent(_) | ExchangeError::Closed)
+    /// The connection accepted not one byte of the request: it can go out on another connection without
+    /// the server ever seeing it twice. Anything else was written, and is an attempt of its own.
+    pub fn unwritten(&self) -> bool {
+        matches!(self, ExchangeError::Unsent(_))
     }
 }
 
@@ -198,11 +200,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         request: &[u8],
         max_body: usize,
     ) -> Result<(Answer, bool), ExchangeError> {
-        self.io
-            .write_all(request)
-            .await
-            .map_err(ExchangeError::Unsent)?;
-        self.io.flush().await.map_err(ExchangeError::Unsent)?;
+        // Written piece by piece rather than with `write_all`, whose error does not say whether some of the
+        // request went out: only a failure before the first accepted byte is `Unsent`.
+        let mut written = 0;
+        while written < request.len() {
+            match self.io.write(&request[written..]).await {
+                Ok(n) if n > 0 => written += n,
+                Ok(_) if written == 0 => {
+                    return Err(ExchangeError::Unsent(io::ErrorKind::WriteZero.into()));
+                }
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Err(e) if written == 0 => return Err(ExchangeError::Unsent(e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.io.flush().await?;
         self.read_answer(max_body).await
     }
 

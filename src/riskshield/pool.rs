@@ -12,30 +12,57 @@
 //! connector under rustls, `crate::outbound`). The exchange is one fixed request shape, and the answer is
 //! framed as RFC 9112 says: `Content-Length`, `chunked`, or the connection's end.
 //!
+//! One exchange writes the request at most once. A pooled connection that turns out to be closed before it
+//! accepted a byte of the request is replaced, and that is still one request; once a byte was accepted the
+//! vendor may have read it, so whatever happens next (a close, an interim 1xx and then a close, a broken
+//! answer) is the exchange's failure, and the client's retry loop decides whether another attempt is made.
+//!
+//! The pool is bounded both ways. A worker holds at most [`MAX_CONNECTIONS`] connections, in use and idle
+//! together; a caller beyond that waits for one to come free, inside its own attempt timeout, rather than
+//! open more. And no connection stays idle longer than the vendor keeps it: after [`IDLE_TIMEOUT`] it is
+//! closed, by the next checkout or by the worker's sweeper, wherever it sits in the idle stack.
+//!
 //! Ready connections are reused last-in first-out, so a light load keeps reusing a few warm connections and the
 //! rest age out. A connection goes back into the pool only after its answer was read completely and nothing
 //! followed it; anything else (an error, a timeout that dropped the exchange, an oversized body, `Connection:
 //! close`, an answer that runs to the connection's end) closes it.
 
+use std::collections::VecDeque;
 use std::error::Error as StdError;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::Uri;
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::h1::{Answer, Connection, ExchangeError};
 use crate::outbound::Connector;
 
-/// Idle connections kept per pool; more are closed when they come back.
-const MAX_IDLE: usize = 256;
+/// Connections one worker holds to RiskShield at most, in use and idle together.
+///
+/// Enough to keep a worker busy: on loopback a worker is CPU-bound with a few dozen exchanges in flight, and
+/// 64 in flight at 100 ms of vendor latency still carry 640 validations a second per worker. Few enough that
+/// a burst of clients does not become a burst of vendor connections: a cold start at full load opens 64
+/// per worker at once, which two workers' worth fits a common accept backlog of 128 (SYNs beyond a full
+/// backlog are dropped and retried after a second). Measured in docs/benchmarks.md.
+pub const MAX_CONNECTIONS: usize = 64;
 
-/// An idle connection older than this is closed instead of reused (servers drop idle keep-alives too).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A connection idle this long (counted from the start of its last exchange) is not used again.
+///
+/// Below the shortest common server keep-alive timeout (Node and HAProxy setups: 5 s; nginx: 75 s) with the
+/// sweeper's spacing added, so the pool lets a connection go before the vendor does: a request is then never
+/// written to a connection the vendor is closing at that moment.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The sweeper looks at the idle connections at most this often: together with [`IDLE_TIMEOUT`], no
+/// connection is idle for more than 4 s.
+const SWEEP_SPACING: Duration = Duration::from_secs(1);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -57,91 +84,151 @@ type Conn = Box<Connection<Io>>;
 
 struct Idle {
     conn: Conn,
+    /// When the exchange that last used it began: never later than it became idle, so its idle time is never
+    /// under-counted.
     since: Instant,
+}
+
+impl Idle {
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= IDLE_TIMEOUT
+    }
 }
 
 /// One worker's connections to one upstream origin.
 pub struct Pool {
+    shared: Arc<Shared>,
+    sweeper: Option<AbortHandle>,
+}
+
+struct Shared {
     connector: Connector,
     /// scheme://authority of the upstream, what the connector connects to.
     origin: Uri,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections, the longest idle at the front; checkout takes from the back.
+    idle: Mutex<VecDeque<Idle>>,
+    /// One permit per connection an exchange holds (or is opening); see [`MAX_CONNECTIONS`].
+    slots: Semaphore,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("origin", &self.origin)
+            .field("origin", &self.shared.origin)
             .field("idle", &self.idle_count())
             .finish()
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.abort();
+        }
+    }
+}
+
 impl Pool {
-    /// An empty pool for `origin` (scheme and authority; a path is ignored).
+    /// An empty pool for `origin` (scheme and authority; a path is ignored), at most [`MAX_CONNECTIONS`]
+    /// connections. Made inside the worker's runtime, it starts that worker's sweeper there.
     pub fn new(connector: Connector, origin: Uri) -> Self {
-        Self {
+        Self::with_limit(connector, origin, MAX_CONNECTIONS)
+    }
+
+    /// [`Pool::new`] with at most `limit` connections.
+    pub fn with_limit(connector: Connector, origin: Uri, limit: usize) -> Self {
+        let shared = Arc::new(Shared {
             connector,
             origin,
-            idle: Mutex::new(Vec::new()),
-        }
+            idle: Mutex::new(VecDeque::new()),
+            slots: Semaphore::new(limit.max(1)),
+        });
+        // Without a sweeper, connections left idle when the load stops would wait for the next checkout.
+        let sweeper = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(sweep(Arc::downgrade(&shared))).abort_handle());
+        Self { shared, sweeper }
     }
 
     /// Connections currently idle in the pool.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.shared.lock().len()
     }
 
-    /// Writes `request` (a whole HTTP/1.1 request: head and body) and reads the answer, its body up to
+    /// Writes `request` (a whole HTTP/1.1 request: head and body) once and reads the answer, its body up to
     /// `max_body` bytes. `now` is when the exchange begins (the caller has just read the clock): idle
-    /// connections are aged against it, and the one used counts as idle from it. A request that a reused
-    /// connection could not take, or that it ended without a byte of answer, is sent once more on a new one:
-    /// the server may have closed the idle connection just as it was taken.
+    /// connections are aged against it, and the one used counts as idle from it. Over the connection cap it
+    /// waits for a connection to come free: the caller's timeout bounds the wait.
     pub async fn exchange(
         &self,
         request: &[u8],
         max_body: usize,
         now: Instant,
     ) -> Result<Answer, PoolError> {
-        // The connect path (TCP, TLS) is rare once connections are pooled; boxed, its state does not sit
-        // inside every exchange's future.
-        let (mut conn, reused) = match self.checkout(now) {
-            Some(conn) => (conn, true),
-            None => (Box::pin(self.connect()).await?, false),
+        let shared = &*self.shared;
+        // The permit is released when the exchange ends, after its connection went back: a waiter then finds
+        // it idle. Waiting is the rare path; boxed, its state does not sit inside every exchange's future.
+        let (_slot, now) = match shared.slots.try_acquire() {
+            Ok(slot) => (slot, now),
+            Err(_) => {
+                let slot = Box::pin(shared.slots.acquire())
+                    .await
+                    .map_err(|e| PoolError::Connect(e.into()))?;
+                (slot, Instant::now())
+            }
         };
-        let mut sent = conn.send(request, max_body).await;
-        if reused && sent.as_ref().is_err_and(ExchangeError::unanswered) {
-            // The keep-alive race: the server closed the idle connection as the request went out. The request
-            // is sent once more on a new connection; a score request can be repeated (the client retries
-            // whole attempts anyway).
-            conn = Box::pin(self.connect()).await?;
-            sent = conn.send(request, max_body).await;
-        }
-        let (answer, reusable) = sent?;
-        if reusable {
-            self.checkin(conn, now);
-        }
-        Ok(answer)
-    }
-
-    /// The most recently used connection that is still open; closed and expired ones are dropped on the way.
-    fn checkout(&self, now: Instant) -> Option<Conn> {
         loop {
-            let idle = self.lock().pop()?;
-            let mut conn = idle.conn;
-            if now.saturating_duration_since(idle.since) <= IDLE_TIMEOUT && conn.is_open() {
-                return Some(conn);
+            // The connect path (TCP, TLS) is rare once connections are pooled; boxed, its state does not sit
+            // inside every exchange's future.
+            let (mut conn, reused) = match shared.checkout(now) {
+                Some(conn) => (conn, true),
+                None => (Box::pin(shared.connect()).await?, false),
+            };
+            match conn.send(request, max_body).await {
+                Ok((answer, reusable)) => {
+                    if reusable {
+                        shared.checkin(conn, now);
+                    }
+                    return Ok(answer);
+                }
+                // The vendor closed the idle connection as it was taken, and not a byte of the request went
+                // out: the next connection carries it, and it is still the one request. Each turn uses up an
+                // idle connection, and a new one is never tried twice.
+                Err(e) if reused && e.unwritten() => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
+}
 
-    fn checkin(&self, conn: Conn, now: Instant) {
+impl Shared {
+    /// The most recently used connection that is still open; expired ones at the bottom of the stack, and
+    /// closed or expired ones on the way down from the top, are dropped.
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.lock();
-        if idle.len() >= MAX_IDLE {
-            // The oldest connection is the least likely to be wanted again.
-            idle.remove(0);
+        while idle.front().is_some_and(|oldest| oldest.expired(now)) {
+            idle.pop_front();
         }
-        idle.push(Idle { conn, since: now });
+        while let Some(mut top) = idle.pop_back() {
+            if !top.expired(now) && top.conn.is_open() {
+                return Some(top.conn);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back. The idle stack needs no cap of its own: it never holds more connections than
+    /// the pool's cap lets exist.
+    fn checkin(&self, conn: Conn, since: Instant) {
+        self.lock().push_back(Idle { conn, since });
+    }
+
+    /// Closes every idle connection that expired or that the vendor closed; when the next of the rest
+    /// expires.
+    fn sweep(&self, now: Instant) -> Option<Instant> {
+        let mut idle = self.lock();
+        idle.retain_mut(|one| !one.expired(now) && one.conn.is_open());
+        idle.iter().map(|one| one.since + IDLE_TIMEOUT).min()
     }
 
     /// A new connection, boxed: a TLS connection's state is large, and every future that holds the
@@ -156,66 +243,113 @@ impl Pool {
         Ok(Box::new(Connection::new(TokioIo::new(io))))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         // Only ever locked by the pool's own worker thread: uncontended. A panic cannot leave the list
-        // inconsistent (every change is one push, pop or remove), so a poisoned lock is used as is.
+        // inconsistent (every change is one push, pop or retain), so a poisoned lock is used as is.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The worker's sweeper: closes idle connections once they expire, also when no request comes to do it, so
+/// connections left over from a burst do not sit half-closed (CLOSE_WAIT) once the vendor has dropped them.
+/// It wakes when the next idle connection expires, at most every [`SWEEP_SPACING`], and every
+/// [`IDLE_TIMEOUT`] while the pool has none; it ends with the pool.
+async fn sweep(pool: Weak<Shared>) {
+    let mut next = Instant::now() + IDLE_TIMEOUT;
+    loop {
+        tokio::time::sleep_until(next).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        next = match pool.sweep(now) {
+            Some(expiry) => expiry.max(now + SWEEP_SPACING),
+            None => now + IDLE_TIMEOUT,
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+    use tokio::sync::{Notify, watch};
 
     use super::*;
     use crate::riskshield::h1::BodyError;
 
     /// A raw HTTP/1.1 server on 127.0.0.1: every request (head, then a Content-Length body) is answered with
     /// the next scripted bytes, then the connection is closed or kept as the script says; with nothing left
-    /// to answer, the connection is closed. Counts connections and requests.
+    /// to answer, the connection is closed. Counts connections, requests, and connections the client closed.
+    /// A gated server holds every answer until that many requests have arrived.
     struct Raw {
         addr: std::net::SocketAddr,
         connections: Arc<AtomicUsize>,
-        requests: Arc<AtomicUsize>,
+        requests: watch::Receiver<usize>,
+        client_closed: Arc<(AtomicUsize, Notify)>,
     }
 
     /// What the raw server does with one request.
+    #[derive(Clone, Copy)]
     enum Then {
         Keep,
         Close,
     }
 
+    type Script = Arc<Mutex<std::collections::VecDeque<(&'static str, Then)>>>;
+
+    /// What every connection of one raw server shares.
+    #[derive(Clone)]
+    struct Shared {
+        script: Script,
+        requests: Arc<watch::Sender<usize>>,
+        gate: usize,
+        client_closed: Arc<(AtomicUsize, Notify)>,
+    }
+
     impl Raw {
         async fn start(script: Vec<(&'static str, Then)>) -> Raw {
+            Raw::gated(script, 0).await
+        }
+
+        async fn gated(script: Vec<(&'static str, Then)>, gate: usize) -> Raw {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+            let (requests, requests_seen) = watch::channel(0);
+            let shared = Shared {
+                script: Arc::new(Mutex::new(script.into())),
+                requests: Arc::new(requests),
+                gate,
+                client_closed: Arc::default(),
+            };
             let connections = Arc::new(AtomicUsize::new(0));
-            let requests = Arc::new(AtomicUsize::new(0));
-            let (c, r) = (connections.clone(), requests.clone());
+            let (counted, client_closed) = (connections.clone(), shared.client_closed.clone());
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    c.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(serve_raw(stream, script.clone(), r.clone()));
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve_raw(stream, shared.clone()));
                 }
             });
             Raw {
                 addr,
                 connections,
-                requests,
+                requests: requests_seen,
+                client_closed,
             }
         }
 
         fn pool(&self) -> Pool {
+            self.pool_with_limit(MAX_CONNECTIONS)
+        }
+
+        fn pool_with_limit(&self, limit: usize) -> Pool {
             let connector =
                 crate::outbound::build_connector(&[], Duration::from_secs(5)).expect("connector");
             let origin = format!("http://{}", self.addr).parse().expect("uri");
-            Pool::new(connector, origin)
+            Pool::with_limit(connector, origin, limit)
         }
 
         fn connections(&self) -> usize {
@@ -223,15 +357,28 @@ mod tests {
         }
 
         fn requests(&self) -> usize {
-            self.requests.load(Ordering::SeqCst)
+            *self.requests.borrow()
+        }
+
+        /// Waits until the client has closed `n` connections (woken by each close; bounded, so a pool that
+        /// never closes fails the test instead of hanging it).
+        async fn wait_client_closed(&self, n: usize) {
+            let (count, closed) = &*self.client_closed;
+            let all = async {
+                loop {
+                    let next = closed.notified();
+                    if count.load(Ordering::SeqCst) >= n {
+                        return;
+                    }
+                    next.await;
+                }
+            };
+            let closed = tokio::time::timeout(Duration::from_secs(10), all).await;
+            assert!(closed.is_ok(), "the client did not close {n} connections");
         }
     }
 
-    async fn serve_raw(
-        mut stream: tokio::net::TcpStream,
-        script: Arc<Mutex<std::collections::VecDeque<(&'static str, Then)>>>,
-        requests: Arc<AtomicUsize>,
-    ) {
+    async fn serve_raw(mut stream: tokio::net::TcpStream, shared: Shared) {
         let mut buf = Vec::new();
         loop {
             // One whole request: its head, then as many bytes as its Content-Length says.
@@ -241,7 +388,14 @@ mod tests {
                 }
                 let mut chunk = [0u8; 1024];
                 match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        if buf.is_empty() {
+                            let (count, closed) = &*shared.client_closed;
+                            count.fetch_add(1, Ordering::SeqCst);
+                            closed.notify_waiters();
+                        }
+                        return;
+                    }
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             };
@@ -260,8 +414,10 @@ mod tests {
                 }
             }
             buf.drain(..end + length);
-            requests.fetch_add(1, Ordering::SeqCst);
-            let next = script.lock().expect("script").pop_front();
+            shared.requests.send_modify(|n| *n += 1);
+            let mut arrived = shared.requests.subscribe();
+            let _ = arrived.wait_for(|n| *n >= shared.gate).await;
+            let next = shared.script.lock().expect("script").pop_front();
             let Some((answer, then)) = next else { return };
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
@@ -273,6 +429,9 @@ mod tests {
     }
 
     const REQUEST: &[u8] = b"POST /score HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}";
+
+    const OK_A: &str = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
+    const OK_B: &str = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb";
 
     async fn exchange(pool: &Pool, max_body: usize) -> Answer {
         pool.exchange(REQUEST, max_body, Instant::now())
@@ -371,20 +530,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
-        let raw = Raw::start(vec![
-            ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", Then::Close),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb", Then::Keep),
-        ])
-        .await;
+    async fn a_connection_the_server_closed_while_idle_is_replaced_without_a_second_request() {
+        let raw = Raw::start(vec![(OK_A, Then::Close), (OK_B, Then::Keep)]).await;
         let pool = raw.pool();
         exchange(&pool, 8).await;
         // Wait until the runtime has seen the server's end of the pooled connection (bounded, so a pool that
         // never notices fails the test instead of hanging it).
         let noticed = tokio::time::timeout(Duration::from_secs(10), async {
             while pool
+                .shared
                 .lock()
-                .first_mut()
+                .front_mut()
                 .is_some_and(|idle| idle.conn.is_open())
             {
                 tokio::task::yield_now().await;
@@ -402,48 +558,141 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reused_connection_that_ends_without_an_answer_is_replaced_once() {
+    async fn a_request_a_connection_took_is_never_sent_again() {
         let raw = Raw::start(vec![
-            ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", Then::Keep),
+            (OK_A, Then::Keep),
+            // Read, then closed without a byte of answer.
             ("", Then::Close),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb", Then::Keep),
+            (OK_A, Then::Keep),
+            // An interim answer, then the end: no answer either, but the vendor has read the request.
+            ("HTTP/1.1 100 Continue\r\n\r\n", Then::Close),
+            (OK_A, Then::Keep),
             ("HTTP/1.1 200 OK\r\nContent-Le", Then::Close),
             ("", Then::Close),
         ])
         .await;
         let pool = raw.pool();
         exchange(&pool, 8).await;
-        assert!(pool.lock()[0].conn.is_open());
-        // The reused connection ends without an answer: sent again on a new connection, answered there.
-        assert_eq!(
-            exchange(&pool, 8).await.body.as_deref(),
-            Ok(b"b".as_slice())
-        );
-        assert_eq!((raw.connections(), raw.requests()), (2, 3));
-        // A reused connection that ends in the middle of an answer's head: the server saw the request, so it
-        // is not sent again.
+        assert!(pool.shared.lock()[0].conn.is_open());
+        // The reused connection ends without an answer: the exchange fails, and the request went out once.
+        assert!(matches!(
+            pool.exchange(REQUEST, 8, Instant::now()).await,
+            Err(PoolError::Exchange(ExchangeError::Closed))
+        ));
+        assert_eq!((raw.connections(), raw.requests()), (1, 2));
+        // The same after an interim 1xx answer.
+        exchange(&pool, 8).await;
+        assert!(matches!(
+            pool.exchange(REQUEST, 8, Instant::now()).await,
+            Err(PoolError::Exchange(ExchangeError::Closed))
+        ));
+        assert_eq!((raw.connections(), raw.requests()), (2, 4));
+        // And when it ends in the middle of an answer's head.
+        exchange(&pool, 8).await;
         assert!(matches!(
             pool.exchange(REQUEST, 8, Instant::now()).await,
             Err(PoolError::Exchange(ExchangeError::Invalid(_)))
         ));
-        assert_eq!((raw.connections(), raw.requests()), (2, 4));
-        // A new connection that ends without an answer is the exchange's failure, not sent again.
-        let fresh = raw.pool();
+        assert_eq!((raw.connections(), raw.requests()), (3, 6));
+        // A new connection that ends without an answer is the exchange's failure too.
         assert!(matches!(
-            fresh.exchange(REQUEST, 8, Instant::now()).await,
+            pool.exchange(REQUEST, 8, Instant::now()).await,
             Err(PoolError::Exchange(ExchangeError::Closed))
         ));
-        assert_eq!((raw.connections(), raw.requests()), (3, 5));
+        assert_eq!((raw.connections(), raw.requests()), (4, 7));
+    }
+
+    /// A connection that accepts `accepts` bytes of a request, then fails every write; it never answers.
+    struct Refusing {
+        accepts: usize,
+    }
+
+    impl AsyncWrite for Refusing {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.accepts == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = self.accepts.min(buf.len());
+            self.accepts -= n;
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncRead for Refusing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
     }
 
     #[tokio::test]
-    async fn a_malformed_head_fails_the_exchange() {
-        let raw = Raw::start(vec![("SMTP ready\r\n\r\n", Then::Keep)]).await;
+    async fn only_a_request_the_connection_took_no_byte_of_is_unwritten() {
+        let refused = Connection::new(Refusing { accepts: 0 })
+            .send(REQUEST, 8)
+            .await;
+        assert!(refused.is_err_and(|e| e.unwritten()));
+        // Part of it went out: the vendor may act on what it read, so it is not sent anywhere else.
+        let partly = Connection::new(Refusing { accepts: 10 })
+            .send(REQUEST, 8)
+            .await;
+        assert!(partly.is_err_and(|e| !e.unwritten()));
+    }
+
+    #[tokio::test]
+    async fn callers_over_the_cap_wait_for_a_connection_instead_of_opening_one() {
+        const CAP: usize = 3;
+        const CALLERS: usize = 7;
+        // Every answer is held until CAP requests have arrived: a pool that waited for its connections to
+        // come back would otherwise never have more than one in use.
+        let raw = Raw::gated(vec![(OK_A, Then::Keep); CALLERS], CAP).await;
+        let pool = Arc::new(raw.pool_with_limit(CAP));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..CALLERS {
+            let pool = pool.clone();
+            calls.spawn(async move { exchange(&pool, 8).await.body });
+        }
+        while let Some(body) = calls.join_next().await {
+            assert_eq!(body.expect("call").as_deref(), Ok(b"a".as_slice()));
+        }
+        assert_eq!((raw.connections(), raw.requests()), (CAP, CALLERS));
+        assert_eq!(pool.idle_count(), CAP);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout_wherever_they_sit() {
+        let raw = Raw::start(vec![(OK_A, Then::Keep); 3]).await;
         let pool = raw.pool();
-        assert!(matches!(
-            pool.exchange(REQUEST, 8, Instant::now()).await,
-            Err(PoolError::Exchange(ExchangeError::Invalid(_)))
-        ));
-        assert_eq!(pool.idle_count(), 0);
+        let before = Instant::now();
+        // A burst of two opens two connections; the next call reuses the top one, the other stays below it.
+        let (a, b) = tokio::join!(exchange(&pool, 8), exchange(&pool, 8));
+        assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+        exchange(&pool, 8).await;
+        let after = Instant::now();
+        assert_eq!((raw.connections(), pool.idle_count()), (2, 2));
+
+        // From here on the clock only moves when the runtime has nothing else to do: no real waiting.
+        tokio::time::pause();
+        tokio::time::sleep_until(before + IDLE_TIMEOUT - Duration::from_millis(1)).await;
+        assert_eq!(pool.idle_count(), 2, "closed before the idle timeout");
+        tokio::time::sleep_until(after + IDLE_TIMEOUT + SWEEP_SPACING).await;
+        assert_eq!(pool.idle_count(), 0, "still idle after the idle timeout");
+        tokio::time::resume();
+        // And the server sees both ends: nothing is left half-closed.
+        raw.wait_client_closed(2).await;
     }
 }

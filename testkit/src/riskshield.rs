@@ -13,13 +13,19 @@
 //! - `GET /stats` → `{"requests":N,"connections":M}`: score requests answered by a step, and TCP connections
 //!   accepted, so a check can prove the service called upstream and reused its connections;
 //! - anything else → 404.
+//!
+//! Steps that are not answers: [`Step::Close`] ends the connection without a byte of answer, and
+//! [`Step::raw`] writes bytes hyper would never write (an interim `100 Continue` and then nothing, a head cut
+//! off) and then ends it. Both work on a fresh connection and on one that already carried answers, which is
+//! where a client meets a vendor closing a kept-alive connection.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -28,7 +34,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -50,9 +56,12 @@ pub enum Step {
         /// Add `Retry-After` as an HTTP date this far after the moment the answer is sent.
         retry_after_in: Option<Duration>,
     },
-    /// Read the request head, then close the connection without answering. It takes effect when it is the
-    /// next step as a connection opens, which is how a client meets it: a fresh connection per retry.
+    /// Close the connection without answering. When it is the next step as a connection opens, only the
+    /// request head is read (recorded with the path `(closed)`); on a connection that already carried
+    /// answers, the whole request is read and recorded as usual, then the connection closes.
     Close,
+    /// Write these bytes as they are, in place of an answer, then close the connection (see [`Step::raw`]).
+    Raw(Bytes),
 }
 
 /// How long a [`Step::Reply`] waits before answering.
@@ -97,6 +106,12 @@ impl Step {
             pause: Pause::None,
             retry_after_in: None,
         }
+    }
+
+    /// These bytes written as they are, in place of an answer, and then the end of the connection: for what
+    /// hyper would never write, e.g. `HTTP/1.1 100 Continue\r\n\r\n` followed by nothing.
+    pub fn raw(bytes: impl Into<Bytes>) -> Step {
+        Step::Raw(bytes.into())
     }
 
     /// A valid answer (42, MEDIUM) after `delay`.
@@ -224,6 +239,8 @@ struct State {
     default: Step,
     api_key: Option<Mutex<HeaderValue>>,
     received: Option<Mutex<Vec<Received>>>,
+    /// Some step writes raw bytes ([`Step::Raw`]): connections are then shared between hyper and that step.
+    raw: bool,
     answered: AtomicU64,
     connections: AtomicU64,
     arrived: Notify,
@@ -232,7 +249,13 @@ struct State {
 
 impl From<Plan> for State {
     fn from(plan: Plan) -> Self {
+        let raw = plan
+            .script
+            .iter()
+            .chain([&plan.default])
+            .any(|step| matches!(step, Step::Raw(_)));
         State {
+            raw,
             script: (!plan.script.is_empty()).then(|| Mutex::new(plan.script.into())),
             default: plan.default,
             api_key: plan.api_key.map(Mutex::new),
@@ -301,14 +324,70 @@ where
         }
         return;
     }
-    let service = hyper::service::service_fn(move |req| answer(Arc::clone(&state), req));
-    serve_http(stream, service).await;
+    if state.raw {
+        let shared = SharedIo(Arc::new(Mutex::new(stream)));
+        let writer = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            answer(Arc::clone(&state), req, Some(writer.clone()))
+        });
+        serve_http(shared, service).await;
+    } else {
+        let service = hyper::service::service_fn(move |req| {
+            answer(Arc::clone(&state), req, None::<SharedIo<S>>)
+        });
+        serve_http(stream, service).await;
+    }
 }
 
-async fn answer(
+/// A connection that hyper serves and a [`Step::Raw`] writes to directly. The lock is held only inside one
+/// poll, and both sides are polled by the connection's one task, so it is never contended.
+struct SharedIo<S>(Arc<Mutex<S>>);
+
+impl<S> Clone for SharedIo<S> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for SharedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for SharedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_shutdown(cx)
+    }
+}
+
+/// What a step that is not an answer gives hyper: an error, on which it closes the connection without
+/// writing anything.
+fn hang_up() -> std::io::Error {
+    std::io::Error::other("the script closes this connection")
+}
+
+async fn answer<W: AsyncWrite + Unpin>(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    raw: Option<W>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     if !path.ends_with("/score") {
@@ -358,18 +437,24 @@ async fn answer(
             r#"{"error":"invalid API key"}"#,
         ));
     };
-    state.answered.fetch_add(1, Ordering::Relaxed);
-    let Step::Reply {
-        status,
-        headers,
-        body,
-        pause,
-        retry_after_in,
-    } = &*step
-    else {
-        // Close scripted in the middle of a kept-alive connection: nothing useful to answer.
-        return Ok(Response::new(Full::new(Bytes::new())));
+    let (status, headers, body, pause, retry_after_in) = match &*step {
+        Step::Reply {
+            status,
+            headers,
+            body,
+            pause,
+            retry_after_in,
+        } => (status, headers, body, pause, retry_after_in),
+        Step::Close => return Err(hang_up()),
+        Step::Raw(bytes) => {
+            if let Some(mut raw) = raw {
+                raw.write_all(bytes).await?;
+                raw.flush().await?;
+            }
+            return Err(hang_up());
+        }
     };
+    state.answered.fetch_add(1, Ordering::Relaxed);
     match (pause, released) {
         (Pause::For(delay), _) => tokio::time::sleep(*delay).await,
         (Pause::UntilReleased, Some(released)) => released.await,
@@ -640,6 +725,60 @@ mod tests {
         let reply = exchange(request()).await.expect("the next step answers");
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(fake.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn close_and_raw_steps_end_a_kept_alive_connection_after_reading_its_request() {
+        let fake = FakeRiskShield::scripted(
+            vec![
+                Step::ok(1, "LOW"),
+                Step::Close,
+                Step::ok(2, "LOW"),
+                Step::raw("HTTP/1.1 100 Continue\r\n\r\n"),
+            ],
+            Step::ok(3, "LOW"),
+        )
+        .await;
+        let request = b"POST /v1/score HTTP/1.1\r\nhost: fake\r\ncontent-length: 2\r\n\r\n{}";
+        for (score, end) in [(1, b"".as_slice()), (2, b"HTTP/1.1 100 Continue\r\n\r\n")] {
+            let mut stream = tokio::net::TcpStream::connect(fake.addr())
+                .await
+                .expect("connect");
+            stream.write_all(request).await.expect("first request");
+            // The first answer, whole: its head, then as many bytes as its Content-Length says.
+            let mut first = Vec::new();
+            let complete = |bytes: &[u8]| {
+                let text = String::from_utf8_lossy(bytes);
+                let (head, body) = text.split_once("\r\n\r\n")?;
+                let head = head.to_lowercase();
+                let length = head
+                    .split("content-length: ")
+                    .nth(1)?
+                    .split("\r\n")
+                    .next()?;
+                (body.len() >= length.parse().ok()?).then(|| body.to_owned())
+            };
+            let body = loop {
+                if let Some(body) = complete(&first) {
+                    break body;
+                }
+                let mut chunk = [0u8; 512];
+                let n = stream.read(&mut chunk).await.expect("first answer");
+                assert!(n > 0, "the first answer broke off");
+                first.extend_from_slice(&chunk[..n]);
+            };
+            assert_eq!(
+                serde_json::from_str::<Value>(&body).expect("json")["riskScore"],
+                score
+            );
+            stream.write_all(request).await.expect("second request");
+            let mut rest = Vec::new();
+            stream.read_to_end(&mut rest).await.expect("the end");
+            assert_eq!(rest, end);
+        }
+        let paths: Vec<_> = fake.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/v1/score"; 4]);
+        assert_eq!(fake.connections(), 2);
     }
 
     #[tokio::test]

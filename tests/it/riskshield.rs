@@ -6,14 +6,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use testkit::Reply;
 use testkit::client::{exchange, get, post_json, send};
 use testkit::pki::TestPki;
 use testkit::riskshield::{FakeRiskShield, Plan, Step};
 use testkit::server::closed_port;
 
-use crate::support::{TestServer, applicant, config};
+use crate::metrics::sample;
+use crate::support::{App, TestServer, applicant, config};
 
 /// A server pointed at `fake` with fast retries; `extra` overrides.
 async fn server(url: &str, extra: &[(&str, &str)]) -> TestServer {
@@ -290,6 +291,128 @@ async fn a_connection_closed_without_an_answer_is_retried_then_503() {
     assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
     assert_eq!(fake.count(), 3);
     assert_eq!(fake.connections(), 3);
+    s.stop().await;
+}
+
+/// A vendor that reads each request and closes the connection without a byte of answer, also on a connection
+/// kept alive from an earlier answer: one validation sends it exactly RISKSHIELD_MAX_ATTEMPTS requests, and
+/// each of them is an attempt, numbered in the log and counted in the metrics. (A request the pool sent
+/// once more on a new connection without telling anyone would be a fourth.)
+#[tokio::test]
+async fn a_vendor_that_reads_and_closes_gets_exactly_max_attempts_requests_each_logged_and_counted()
+{
+    let fake = FakeRiskShield::scripted(vec![Step::ok(5, "LOW")], Step::Close).await;
+    let url = fake.url();
+    let app = App::start(&[
+        ("RISKSHIELD_API_KEY", "test-key-123"),
+        ("RISKSHIELD_API_URL", &url),
+        ("RISKSHIELD_RETRY_BASE_DELAY", "10ms"),
+        ("RISKSHIELD_MAX_ATTEMPTS", "3"),
+        // One worker, so the second validation meets the connection the first left in its pool.
+        ("WORKERS", "1"),
+    ])
+    .await;
+    assert_eq!(app.validate_as("first").await.status, StatusCode::OK);
+    assert_eq!(fake.connections(), 1);
+
+    let r = app.validate_as("closed-every-time").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!(fake.count(), 1 + 3);
+    // The first went out on the kept-alive connection, the two retries on new ones.
+    assert_eq!(fake.connections(), 3);
+
+    let attempt = |line: &Value| {
+        line["message"] == "upstream attempt" && line["correlation_id"] == "closed-every-time"
+    };
+    app.process
+        .wait_for_log("the third attempt", |line| {
+            attempt(line) && line["attempt"] == 3
+        })
+        .await;
+    let attempts: Vec<(Value, Value)> = app
+        .process
+        .json_lines()
+        .iter()
+        .filter(|line| attempt(line))
+        .map(|line| (line["attempt"].clone(), line["outcome"].clone()))
+        .collect();
+    let closed = json!("connection_error");
+    assert_eq!(
+        attempts,
+        [
+            (json!(1), closed.clone()),
+            (json!(2), closed.clone()),
+            (json!(3), closed)
+        ]
+    );
+    let metrics = app.get("/metrics").await.text();
+    let attempts = "applicant_validator_riskshield_attempts_total";
+    assert_eq!(
+        sample(&metrics, attempts, r#"outcome="connection_error""#),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, attempts, r#"outcome="success""#),
+        Some(1.0)
+    );
+}
+
+/// An interim 1xx answer on a kept-alive connection, and then the connection's end: the vendor has read the
+/// request, so it is not sent again; with RISKSHIELD_MAX_ATTEMPTS=1 the validation fails.
+#[tokio::test]
+async fn nothing_is_sent_again_after_an_interim_answer_and_a_close() {
+    let fake = FakeRiskShield::scripted(
+        vec![
+            Step::ok(5, "LOW"),
+            Step::raw("HTTP/1.1 100 Continue\r\n\r\n"),
+        ],
+        Step::ok(6, "LOW"),
+    )
+    .await;
+    let s = server(
+        &fake.url(),
+        &[("RISKSHIELD_MAX_ATTEMPTS", "1"), ("WORKERS", "1")],
+    )
+    .await;
+    assert_eq!(validate(&s).await.status, StatusCode::OK);
+    let r = validate(&s).await;
+    assert_eq!(r.code(), "UPSTREAM_UNAVAILABLE");
+    assert_eq!((fake.count(), fake.connections()), (2, 1));
+    s.stop().await;
+}
+
+/// Each worker holds at most 64 connections to the vendor (src/riskshield/pool.rs): calls beyond that wait
+/// for one to come free instead of opening more, and all of them succeed.
+#[tokio::test]
+async fn calls_over_the_per_worker_connection_cap_wait_for_a_connection() {
+    const CAP: usize = 64;
+    const CALLS: usize = CAP + 6;
+    // The first CAP requests are held until the test lets them go; any request after them is answered at once.
+    let fake = FakeRiskShield::scripted(vec![Step::hold(); CAP], Step::ok(7, "LOW")).await;
+    let s = server(
+        &fake.url(),
+        &[
+            ("WORKERS", "1"),
+            ("RISKSHIELD_TIMEOUT", "60s"),
+            ("REQUEST_TIMEOUT", "60s"),
+        ],
+    )
+    .await;
+    let url = s.url("/api/v1/validate");
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let url = url.clone();
+        calls.spawn(async move { post_json(&url, &applicant()).await.status });
+    }
+    fake.wait_for(CAP).await;
+    fake.release();
+    while let Some(status) = calls.join_next().await {
+        assert_eq!(status.expect("call"), StatusCode::OK);
+    }
+    assert_eq!(fake.count(), CALLS);
+    assert_eq!(fake.connections(), CAP);
     s.stop().await;
 }
 
