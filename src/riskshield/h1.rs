@@ -2,6 +2,11 @@
 //! itself uses) and the body framed as RFC 9112 section 6.3 says — `Content-Length`, `chunked`, or the
 //! connection's end — with every part bounded (head, header count, chunk lines, body).
 //!
+//! The reading is strict where readers differ: an answer that two readers could frame differently (a length
+//! beside a transfer coding, chunked twice, a chunk line or trailer not ended by CRLF) is an error and its
+//! connection is never reused, so nothing between the service and the vendor can disagree with it about where
+//! an answer ends (RFC 9112 section 11.2).
+//!
 //! The pool ([`super::pool`]) owns the connections and decides which to reuse; this file knows only the wire.
 //! It is generic over the connection's I/O, so the same code reads a TLS connection, a plain TCP one, or an
 //! in-memory pipe in a test.
@@ -22,6 +27,12 @@ const MAX_HEADERS: usize = 64;
 
 /// A chunk-size line (with any chunk extensions) may not be longer than this.
 const MAX_CHUNK_LINE: usize = 1024;
+
+/// The chunk extensions of one body together may not be longer than this (the service reads none of them).
+const MAX_CHUNK_EXTENSIONS: usize = 4 * 1024;
+
+/// The trailer section after a chunked body, its blank line included, may not be longer than this.
+const MAX_TRAILER_BYTES: usize = 4 * 1024;
 
 /// What each read asks the connection for at least.
 pub(crate) const READ_SIZE: usize = 4096;
@@ -126,9 +137,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
         return Err(ExchangeError::Invalid("protocol switch"));
     }
     // Only HTTP/1.1 keeps a connection open by default; an HTTP/1.0 answer's connection is not reused.
-    let mut close = response.version != Some(1);
+    let http10 = response.version != Some(1);
+    let mut close = http10;
     let mut length: Option<u64> = None;
-    let mut chunked: Option<bool> = None;
+    let mut codings: Option<Codings> = None;
     let mut retry_after = None;
     for header in response.headers.iter() {
         let name = header.name;
@@ -140,24 +152,35 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ExchangeError> {
             }
             length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // The last coding decides: chunked frames the body, any other runs to the connection's end.
-            for coding in tokens(header.value) {
-                chunked = Some(coding.eq_ignore_ascii_case(b"chunked"));
-            }
+            codings.get_or_insert_default().add(header.value)?;
         } else if name.eq_ignore_ascii_case("connection") {
             close |= tokens(header.value).any(|token| token.eq_ignore_ascii_case(b"close"));
         } else if name.eq_ignore_ascii_case("retry-after") {
             retry_after = std::str::from_utf8(header.value).ok().map(str::to_owned);
         }
     }
-    let framing = match (code, chunked, length) {
+    let framing = match (code, codings, length) {
         (100..=199 | 204 | 304, _, _) => Framing::Empty,
-        (_, Some(true), _) => Framing::Chunked,
-        (_, Some(false), _) | (_, None, None) => Framing::UntilClose,
         (_, None, Some(length)) => Framing::Length(length),
+        (_, None, None) => Framing::UntilClose,
+        (_, Some(codings), length) => {
+            // RFC 9112 section 6.3: a length beside a transfer coding "ought to be handled as an error" (it
+            // is how requests are smuggled); section 6.1: an HTTP/1.0 message with one has faulty framing.
+            if length.is_some() {
+                return Err(ExchangeError::Invalid(
+                    "transfer-encoding with content-length",
+                ));
+            }
+            if http10 {
+                return Err(ExchangeError::Invalid("transfer-encoding in HTTP/1.0"));
+            }
+            // A coding other than chunked is one the service cannot undo: the body is framed, but the
+            // connection is not trusted with another request.
+            close |= codings.other;
+            codings.framing()?
+        }
     };
-    // A length next to a transfer coding may be a smuggling attempt: never reuse such a connection.
-    close |= framing == Framing::UntilClose || (chunked.is_some() && length.is_some());
+    close |= framing == Framing::UntilClose;
     Ok(Some(Head {
         len,
         status,
@@ -176,6 +199,60 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// What the Transfer-Encoding lines of an answer say, read as one comma-separated list of codings.
+#[derive(Debug, Default, Clone, Copy)]
+struct Codings {
+    /// Times `chunked` appears.
+    chunked: u32,
+    /// A coding other than `chunked` appears.
+    other: bool,
+    /// The last coding that is not empty is `chunked`.
+    chunked_last: bool,
+    /// The last element is `chunked`, an empty one included (what a reader that does not skip empty list
+    /// elements takes for the final coding).
+    chunked_final: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) -> Result<(), ExchangeError> {
+        // Bytes beyond ASCII text make the value unreadable to some readers, who then frame the body another way.
+        if !value
+            .iter()
+            .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t')
+        {
+            return Err(ExchangeError::Invalid("transfer-encoding"));
+        }
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let chunked = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked_final = chunked;
+            if chunked {
+                self.chunked += 1;
+            } else if !coding.is_empty() {
+                self.other = true;
+            }
+            if !coding.is_empty() {
+                self.chunked_last = chunked;
+            }
+        }
+        Ok(())
+    }
+
+    /// How the body ends (RFC 9112 section 6.3): chunked as the final coding frames it, anything else runs to
+    /// the connection's end. Codings that readers frame differently are an error: chunked twice (section 7.1
+    /// forbids it), or chunked followed only by empty elements (skipped by the list rule of RFC 9110 section
+    /// 5.6.1, the final coding to a reader that does not skip them).
+    fn framing(self) -> Result<Framing, ExchangeError> {
+        if self.chunked > 1 || self.chunked_last != self.chunked_final {
+            return Err(ExchangeError::Invalid("ambiguous transfer-encoding"));
+        }
+        Ok(if self.chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        })
+    }
+}
+
 /// The comma-separated tokens of a header value, trimmed, empty ones skipped.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -184,13 +261,29 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// A chunk size: hexadecimal digits, before any chunk extension.
-fn parse_chunk_size(line: &[u8]) -> Option<usize> {
-    let size = line.split(|b| *b == b';').next()?.trim_ascii();
-    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+/// A chunk-size line without its CRLF (RFC 9112 section 7.1): the size in hexadecimal digits, optional white
+/// space, and optionally an extension from `;` on, which is not read. Nothing else: no white space before the
+/// size, no control byte (a bare CR among them). The size, and how long the extension is.
+fn parse_chunk_line(line: &[u8]) -> Option<(usize, usize)> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let (size, rest) = line.split_at(digits);
+    let space = rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    let extension = &rest[space..];
+    let significant = size.iter().skip_while(|b| **b == b'0').count();
+    if digits == 0
+        || significant > 15
+        || !matches!(extension.first(), None | Some(b';'))
+        || extension
+            .iter()
+            .any(|b| b.is_ascii_control() && *b != b'\t')
+    {
         return None;
     }
-    usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()
+    let size = usize::from_str_radix(std::str::from_utf8(size).ok()?, 16).ok()?;
+    Some((size, extension.len()))
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
@@ -306,7 +399,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    /// The next line (without its CRLF) as a length, reading more until one is buffered.
+    /// Where the next line feed is, reading more until one is buffered.
     async fn line(&mut self, max: usize) -> Result<usize, BodyError> {
         let mut searched = 0;
         loop {
@@ -323,22 +416,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    /// Consumes a line of `end` bytes and its line feed; the line without a closing carriage return.
-    fn take_line(&mut self, end: usize) -> Bytes {
-        let mut line = self.buf.split_to(end + 1);
-        line.truncate(end);
-        if line.last() == Some(&b'\r') {
-            line.truncate(end - 1);
-        }
-        line.freeze()
-    }
-
     async fn read_chunked(&mut self, max_body: usize) -> Result<Bytes, BodyError> {
         let mut body = BytesMut::new();
+        let mut extensions = 0;
         loop {
             let end = self.line(MAX_CHUNK_LINE).await?;
-            let line = self.take_line(end);
-            let size = parse_chunk_size(&line).ok_or(BodyError::Malformed)?;
+            let line = self.buf.split_to(end + 1);
+            // Lines end in CRLF: a bare LF is how a reader that accepts it gets out of step with one that does not.
+            let (size, extension) = line
+                .strip_suffix(b"\r\n")
+                .and_then(parse_chunk_line)
+                .ok_or(BodyError::Malformed)?;
+            extensions += extension;
+            if extensions > MAX_CHUNK_EXTENSIONS {
+                return Err(BodyError::Malformed);
+            }
             if size == 0 {
                 break;
             }
@@ -352,14 +444,38 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             body.extend_from_slice(&self.buf[..size]);
             self.buf.advance(size + 2);
         }
-        // Trailer lines, up to the blank line that ends the body; their content is not used.
-        for _ in 0..=MAX_HEADERS {
-            let end = self.line(MAX_HEAD_BYTES).await?;
-            if self.take_line(end).is_empty() {
-                return Ok(body.freeze());
+        self.read_trailers().await?;
+        Ok(body.freeze())
+    }
+
+    /// Consumes the trailer section after the last chunk, up to the blank line that ends the body: field lines
+    /// as in a head (RFC 9112 section 7.1.2), each ended by CRLF, bounded in number and size. Their content is
+    /// not used.
+    async fn read_trailers(&mut self) -> Result<(), BodyError> {
+        loop {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::parse_headers(&self.buf, &mut fields) {
+                Ok(httparse::Status::Complete((len, _))) => {
+                    // httparse also ends lines at a bare LF.
+                    let section = &self.buf[..len];
+                    let bare_lf = section
+                        .iter()
+                        .enumerate()
+                        .any(|(i, b)| *b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
+                    if bare_lf {
+                        return Err(BodyError::Malformed);
+                    }
+                    self.buf.advance(len);
+                    return Ok(());
+                }
+                Ok(httparse::Status::Partial) if self.buf.len() < MAX_TRAILER_BYTES => {
+                    if !matches!(self.fill().await, Ok(n) if n > 0) {
+                        return Err(BodyError::Truncated);
+                    }
+                }
+                Ok(httparse::Status::Partial) | Err(_) => return Err(BodyError::Malformed),
             }
         }
-        Err(BodyError::Malformed)
     }
 }
 
@@ -376,12 +492,10 @@ mod tests {
             (h.len, h.status, h.framing, h.close),
             (text.len(), StatusCode::OK, Framing::Length(12), false)
         );
-        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!((h.framing, h.close), (Framing::Chunked, false));
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!((h.framing, h.close), (Framing::UntilClose, true));
-        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
-        assert_eq!((h.framing, h.close), (Framing::Chunked, true));
         let h = head("HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!((h.framing, h.close), (Framing::UntilClose, true));
         let h = head("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n");
@@ -425,14 +539,174 @@ mod tests {
         ));
     }
 
+    /// Reads one answer from `bytes`, the server's end closed after them; also whether the connection could
+    /// be reused.
+    async fn read(bytes: &str) -> (Result<Answer, ExchangeError>, bool) {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(bytes.as_bytes()).await.expect("written");
+        drop(server);
+        match Connection::new(client).read_answer(1024).await {
+            Ok((answer, reusable)) => (Ok(answer), reusable),
+            Err(e) => (Err(e), false),
+        }
+    }
+
+    /// The body of an answer whose head was read.
+    async fn body(bytes: &str) -> Result<Bytes, BodyError> {
+        read(bytes).await.0.expect("a head").body
+    }
+
     #[test]
-    fn chunk_sizes() {
-        assert_eq!(parse_chunk_size(b"1a"), Some(26));
-        assert_eq!(parse_chunk_size(b"0"), Some(0));
-        assert_eq!(parse_chunk_size(b"A ; name=value"), Some(10));
-        assert_eq!(parse_chunk_size(b""), None);
-        assert_eq!(parse_chunk_size(b"-1"), None);
-        assert_eq!(parse_chunk_size(b"0x10"), None);
-        assert_eq!(parse_chunk_size(b"ffffffffffffffff"), None);
+    fn a_transfer_coding_beside_a_length_is_an_error() {
+        // RFC 9112 section 6.3: a message with both "ought to be handled as an error". An empty
+        // Transfer-Encoding is still a Transfer-Encoding: the length must not frame the body either.
+        let accepted = [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\nContent-Length: 3\r\n\r\n",
+        ]
+        .into_iter()
+        .filter(|head| !matches!(parse_head(head.as_bytes()), Err(ExchangeError::Invalid(_))));
+        assert_eq!(accepted.collect::<Vec<_>>(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn transfer_codings_that_readers_frame_differently_are_errors() {
+        let accepted = [
+            // Chunked twice (section 7.1 forbids it): decoded once or twice?
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // An empty element after chunked: ignored by the RFC's list rule, the final coding for others.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n",
+            // A byte that is not text: some readers cannot read the value at all.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\u{e9}, chunked\r\n\r\n",
+            // Section 6.1: HTTP/1.0 has no transfer codings; the framing is faulty.
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]
+        .into_iter()
+        .filter(|head| !matches!(parse_head(head.as_bytes()), Err(ExchangeError::Invalid(_))));
+        assert_eq!(accepted.collect::<Vec<_>>(), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_empty_or_unknown_transfer_coding_closes_the_connection() {
+        let head = |s: &str| parse_head(s.as_bytes()).expect("valid").expect("complete");
+        let mut wrong = Vec::new();
+        for (text, framing) in [
+            ("Transfer-Encoding:\r\n", Framing::UntilClose),
+            ("Transfer-Encoding: ,\r\n", Framing::UntilClose),
+            ("Transfer-Encoding: gzip\r\n", Framing::UntilClose),
+            ("Transfer-Encoding: gzip, chunked\r\n", Framing::Chunked),
+            (
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                Framing::Chunked,
+            ),
+            ("Transfer-Encoding: chunked, gzip\r\n", Framing::UntilClose),
+        ] {
+            let h = head(&format!("HTTP/1.1 200 OK\r\n{text}\r\n"));
+            if (h.framing, h.close) != (framing, true) {
+                wrong.push((text, h.framing, h.close));
+            }
+        }
+        assert_eq!(wrong, vec![]);
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: , Chunked\r\n\r\n");
+        assert_eq!((h.framing, h.close), (Framing::Chunked, false));
+    }
+
+    #[tokio::test]
+    async fn chunk_lines_end_in_crlf() {
+        let mut wrong = Vec::new();
+        for bytes in [
+            // A bare LF after the size, after the last chunk, and as the blank line ending the trailers.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\n",
+            // A stray CR before the CRLF or inside an extension (section 2.2: a bare CR is invalid).
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\r\nab\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\rb\r\nab\r\n0\r\n\r\n",
+            // White space before the size, and a control byte in an extension.
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\nab\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\u{0}\r\nab\r\n0\r\n\r\n",
+        ] {
+            let (answer, reusable) = read(bytes).await;
+            let answer = answer.expect("a head");
+            if answer.body != Err(BodyError::Malformed) || reusable {
+                wrong.push(bytes);
+            }
+        }
+        assert_eq!(wrong, Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn trailers_are_field_lines_ending_in_crlf() {
+        let mut wrong = Vec::new();
+        for bytes in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nX-A: 1\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nX-A: 1\r\n\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nnot a field\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n folded: 1\r\n\r\n",
+        ] {
+            if body(bytes).await != Err(BodyError::Malformed) {
+                wrong.push(bytes);
+            }
+        }
+        assert_eq!(wrong, Vec::<&str>::new());
+        let many = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(body(&many).await, Err(BodyError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn chunk_extensions_are_bounded_in_all() {
+        // Each line is within its own bound; together they are not.
+        let chunk = format!("1;{}\r\na\r\n", "x".repeat(MAX_CHUNK_LINE - 8));
+        let bytes = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+            chunk.repeat(20)
+        );
+        assert_eq!(body(&bytes).await, Err(BodyError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn well_formed_chunked_bodies_are_read_and_the_connection_kept() {
+        for bytes in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=1; b=\"x;y\"\r\nab\r\n1\t\r\nc\r\n000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-A: 1\r\nX-B:\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;\u{e9}\r\nabc\r\n0\r\n\r\n",
+        ] {
+            let (answer, reusable) = read(bytes).await;
+            assert_eq!(
+                answer.expect("a head").body.as_deref(),
+                Ok(b"abc".as_slice()),
+                "{bytes:?}"
+            );
+            assert!(reusable, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_lines() {
+        assert_eq!(parse_chunk_line(b"1a"), Some((26, 0)));
+        assert_eq!(parse_chunk_line(b"0"), Some((0, 0)));
+        assert_eq!(parse_chunk_line(b"A ; name=value"), Some((10, 12)));
+        assert_eq!(parse_chunk_line(b"A\t"), Some((10, 0)));
+        assert_eq!(parse_chunk_line(b"00000000000000000001"), Some((1, 0)));
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"0x10",
+            b" 1",
+            b"1 2",
+            b"1;a\rb",
+            b"1\r",
+            b"ffffffffffffffff",
+        ] {
+            assert_eq!(parse_chunk_line(bad), None, "{bad:?}");
+        }
     }
 }

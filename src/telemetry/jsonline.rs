@@ -141,7 +141,9 @@ impl Visit for JsonFields<'_> {
 
 /// A number as JSON with three decimals (`null` when it is not finite). Durations, the only floats the
 /// service logs, are written with integer digits instead of `{:.3}`: the two durations of a validation's log
-/// lines went from 2,755 to 1,116 instructions, keys included (callgrind, docs/benchmarks.md).
+/// lines went from 2,755 to 1,116 instructions, keys included (callgrind, docs/benchmarks.md). A number from
+/// 9e12 up (either sign) is written in exponent form, the shortest that reads back as the same double: all its
+/// integer digits can be too many for a JSON reader (serde_json finds `-f64::MAX` written out of range).
 struct Thousandths(f64);
 
 impl fmt::Display for Thousandths {
@@ -158,7 +160,11 @@ impl Thousandths {
         }
         // Non-negative and below 2^53 / 1000, so the product rounds to an exact integer.
         if !(0.0..9.0e12).contains(&value) {
-            return write!(f, "{value:.3}");
+            return if value.abs() < 9.0e12 {
+                write!(f, "{value:.3}")
+            } else {
+                write!(f, "{value:e}")
+            };
         }
         let thousandths = (value * 1000.0).round() as u64;
         let (mut whole, mut fraction) = (itoa::Buffer::new(), itoa::Buffer::new());
@@ -247,7 +253,8 @@ mod tests {
             (999.9996, "1000.000"),
             (86_400_000.25, "86400000.250"),
             (-2.5, "-2.500"),
-            (1.0e13, "10000000000000.000"),
+            (1.0e13, "1e13"),
+            (-1.25e13, "-1.25e13"),
             (f64::NAN, "null"),
             (f64::INFINITY, "null"),
         ] {
@@ -261,6 +268,35 @@ mod tests {
                 "{value} printed as {printed}"
             );
         }
+    }
+
+    /// Found by the `jsonline` fuzz target (docs/fuzzing.md): a number far from any duration, written with all
+    /// its integer digits, was out of range for serde_json (`-f64::MAX`) or read back as another number.
+    #[test]
+    fn numbers_of_any_size_read_back() {
+        let mut wrong = Vec::new();
+        for value in [
+            f64::MAX,
+            -f64::MAX,
+            f64::MAX * 0.999_999_999_9,
+            1.0e300,
+            -1.234_567_89e200,
+            1.0e15,
+            9.0e12,
+            -9.0e12,
+            -8.999_999_999_999e12,
+            -2.5,
+            -5.0e-324,
+        ] {
+            let text = Thousandths(value).to_string();
+            let exact = value.abs() >= 9.0e12;
+            match serde_json::from_str::<f64>(&text) {
+                Ok(read) if read == value => {}
+                Ok(read) if !exact && (read - value).abs() <= 0.000_501 => {}
+                _ => wrong.push(text),
+            }
+        }
+        assert_eq!(wrong, Vec::<String>::new());
     }
 
     #[test]
