@@ -263,3 +263,26 @@ async fn the_log_lines_carry_the_trace_id_the_vendor_received() {
         "{health:?}"
     );
 }
+
+#[tokio::test]
+async fn openapi_documents_both_headers_on_the_validations() {
+    let s = TestServer::start(config(&[])).await;
+    let doc = testkit::client::get(&s.url("/openapi.json")).await.json();
+    for path in ["/api/v1/validate", "/validate"] {
+        let names: Vec<String> = doc["paths"][path]["post"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                let name = p["$ref"].as_str().and_then(|r| r.rsplit('/').next());
+                let param = &doc["components"]["parameters"][name.expect("a reference")];
+                assert_eq!(param["in"], "header", "{param}");
+                param["name"].as_str().expect("a name").to_ascii_lowercase()
+            })
+            .collect();
+        for header in ["x-correlation-id", "traceparent", "tracestate"] {
+            assert!(names.iter().any(|n| n == header), "{path}: {names:?}");
+        }
+    }
+    s.stop().await;
+}
