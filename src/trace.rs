@@ -69,8 +69,15 @@ impl TraceContext {
     /// thread's fast PRNG: they must be unique, not secret, and a system call per request is not worth it.
     pub fn new_trace() -> Self {
         let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex_into(&mut value[TRACE_ID], fastrand::u128(1..));
-        hex_into(&mut value[PARENT_ID], u128::from(fastrand::u64(1..)));
+        // Zero (one chance in 2^128, or 2^64) becomes one; a bounded range would cost a wide multiplication.
+        hex_into(
+            &mut value[TRACE_ID],
+            &fastrand::u128(..).max(1).to_be_bytes(),
+        );
+        hex_into(
+            &mut value[PARENT_ID],
+            &fastrand::u64(..).max(1).to_be_bytes(),
+        );
         Self {
             parent: Parent::New(value),
             state: None,
@@ -108,7 +115,13 @@ fn is_valid(value: &[u8]) -> bool {
     let Some(head) = value.first_chunk::<TRACEPARENT_LEN>() else {
         return false;
     };
-    let hex = |range: std::ops::Range<usize>| head[range].iter().all(|b| HEX.contains(b));
+    // Checks fold over every byte rather than stop at the first bad one: most values are valid, and
+    // without the early exit the compiler checks many bytes per instruction.
+    let hex = |range: std::ops::Range<usize>| {
+        head[range]
+            .iter()
+            .fold(true, |ok, b| ok & matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     let zeros = |range: std::ops::Range<usize>| head[range].iter().all(|&b| b == b'0');
     let laid_out = head[2] == b'-' && head[35] == b'-' && head[52] == b'-';
     let version = &head[..2];
@@ -136,10 +149,11 @@ fn is_valid(value: &[u8]) -> bool {
 fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     let lines = headers.get_all(&TRACESTATE);
     let first = lines.iter().next()?;
+    // A fold over every byte, like the checks of `traceparent`.
     let printable = |v: &HeaderValue| {
-        v.as_bytes()
-            .iter()
-            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        v.as_bytes().iter().fold(true, |ok, &b| {
+            ok & (b == b'\t' || (0x20..0x7f).contains(&b))
+        })
     };
     // Each further line adds at least its comma, so hostile input stops this loop within the bound.
     let (mut len, mut count) = (0, 0);
@@ -166,11 +180,11 @@ fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-/// Writes the low `out.len()` nibbles of `id` as lowercase hex, most significant first.
-fn hex_into(out: &mut [u8], mut id: u128) {
-    for digit in out.iter_mut().rev() {
-        *digit = HEX[(id & 0xf) as usize];
-        id >>= 4;
+/// Writes `bytes` into `out` (twice as long) as lowercase hex.
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
 }
 
@@ -382,10 +396,10 @@ mod tests {
     #[test]
     fn ids_are_written_as_lowercase_hex() {
         let mut out = [0u8; 16];
-        hex_into(&mut out, 0x00f0_67aa_0ba9_02b7);
+        hex_into(&mut out, &0x00f0_67aa_0ba9_02b7_u64.to_be_bytes());
         assert_eq!(&out, b"00f067aa0ba902b7");
         let mut out = [0u8; 32];
-        hex_into(&mut out, u128::MAX);
+        hex_into(&mut out, &u128::MAX.to_be_bytes());
         assert_eq!(&out, &[b'f'; 32]);
     }
 }
