@@ -3,8 +3,9 @@
 //! # Layers
 //! Imports only point down this list; no module imports one above it, and none imports in a circle.
 //!
-//! 1. [`domain`] (Applicant, Score, RiskLevel, ApiKey, demo scoring) and [`routes`] (the route table): they
-//!    import nothing of the crate.
+//! 1. [`domain`] (Applicant, Score, RiskLevel, ApiKey, demo scoring), [`routes`] (the route table) and
+//!    [`trace`] (W3C Trace Context: the request's `traceparent` and `tracestate`): they import nothing of the
+//!    crate.
 //! 2. [`config`]: settings parsed and validated once, every problem reported at once. [`validation`]: request
 //!    bodies to an [`domain::Applicant`] or per-field details. [`error`]: typed errors and the one mapping to
 //!    HTTP answers.
@@ -47,6 +48,7 @@ pub(crate) mod riskshield;
 pub mod routes;
 pub(crate) mod scoring;
 pub mod telemetry;
+pub(crate) mod trace;
 pub(crate) mod validation;
 
 pub use app::serve;

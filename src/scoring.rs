@@ -13,6 +13,7 @@ use crate::domain::{Applicant, Score, demo_score};
 use crate::error::UpstreamError;
 use crate::riskshield::{Pool, RiskShieldClient};
 use crate::telemetry::metrics::Metrics;
+use crate::trace::TraceContext;
 
 /// What produces scores for the HTTP layer, shared by every worker thread.
 #[derive(Clone, Debug)]
@@ -73,18 +74,20 @@ pub enum WorkerScorer {
 }
 
 impl WorkerScorer {
-    /// Scores `applicant`; the upstream call never runs past `deadline`.
+    /// Scores `applicant`; the upstream call never runs past `deadline`. The correlation id and the trace go
+    /// with every attempt to the vendor.
     pub async fn score(
         &self,
         applicant: &Applicant,
         correlation_id: &HeaderValue,
+        trace: &TraceContext,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         match self {
             WorkerScorer::Demo => Ok(demo_score(&applicant.id_number)),
             WorkerScorer::RiskShield { client, pool } => {
                 client
-                    .score(pool, applicant, correlation_id, deadline)
+                    .score(pool, applicant, correlation_id, trace, deadline)
                     .await
             }
         }

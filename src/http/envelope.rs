@@ -1,5 +1,5 @@
-//! What every request passes through around the router: correlation id, CORS, the request log line and
-//! the request metrics.
+//! What every request passes through around the router: correlation id, trace context, CORS, the request
+//! log line and the request metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +18,7 @@ use crate::auth::CallerApp;
 use crate::routes::Route;
 use crate::scoring::WorkerScorer;
 use crate::telemetry::logging::loggable_path;
+use crate::trace::TraceContext;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -52,6 +53,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
         // request.
         let ctx = RequestContext {
             correlation_id: correlation_id.clone(),
+            trace: TraceContext::from_headers(request.headers()),
             route,
             peer: self.peer,
             started,
@@ -80,6 +82,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
                 status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 correlation_id = correlation_id.to_str().unwrap_or_default(),
+                trace_id = ctx.trace.trace_id(),
                 client_app,
                 "request"
             );

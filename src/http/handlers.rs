@@ -270,7 +270,7 @@ async fn score(
 ) -> Result<Response<Body>, AppError> {
     let deadline = ctx.started + state.config.request_timeout;
     let score = worker_scorer
-        .score(applicant, &ctx.correlation_id, deadline)
+        .score(applicant, &ctx.correlation_id, &ctx.trace, deadline)
         .await?;
     Ok(bytes_response(
         "application/json",

@@ -16,6 +16,7 @@ use crate::ratelimit::ClientLimiter;
 use crate::routes::Route;
 use crate::scoring::Scorer;
 use crate::telemetry::metrics::Metrics;
+use crate::trace::TraceContext;
 
 /// The response body type of every answer.
 pub type Body = Full<Bytes>;
@@ -113,6 +114,9 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub correlation_id: HeaderValue,
+    /// The request's W3C trace, sent to the vendor and logged as `trace_id`; independent of the correlation
+    /// id.
+    pub trace: TraceContext,
     /// The route the path matched, found once for the router, the metrics and the log line.
     pub route: Route,
     pub peer: SocketAddr,

@@ -30,6 +30,7 @@ use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
 use crate::error::UpstreamError;
 use crate::outbound::Connector;
 use crate::telemetry::metrics::Metrics;
+use crate::trace::TraceContext;
 
 /// Readiness connects to the upstream at most this often.
 const READINESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -128,12 +129,14 @@ impl RiskShieldClient {
     }
 
     /// Scores an applicant over `pool` (the calling worker's): breaker, then attempts with retries, never
-    /// past `deadline`. `correlation_id` is sent upstream as it came in (the envelope checked it).
+    /// past `deadline`. `correlation_id` is sent upstream as it came in (the envelope checked it), and so is
+    /// `trace` (the envelope's).
     pub async fn score(
         &self,
         pool: &Pool,
         applicant: &Applicant,
         correlation_id: &HeaderValue,
+        trace: &TraceContext,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         let key = self
@@ -151,7 +154,7 @@ impl RiskShieldClient {
         // bounded by it), and its result comes back here, where the breaker permit is held: a call cut off
         // by REQUEST_TIMEOUT counts as the failure it is (504).
         let result = self
-            .call_with_retries(pool, key, &body, correlation_id, deadline)
+            .call_with_retries(pool, key, &body, correlation_id, trace, deadline)
             .await;
         permit.record(
             result
@@ -167,12 +170,13 @@ impl RiskShieldClient {
         mut key: ApiKey,
         body: &[u8],
         correlation: &HeaderValue,
+        trace: &TraceContext,
         deadline: Instant,
     ) -> Result<Score, UpstreamError> {
         // Visible ASCII by construction (the envelope's check), so never empty here.
         let correlation_id = correlation.to_str().unwrap_or_default();
         // The same bytes go out on every attempt, until a re-read key replaces the key in them.
-        let mut request = self.request(&key, body, correlation)?;
+        let mut request = self.request(&key, body, correlation, trace)?;
         let mut attempt = 0u32;
         let mut retries = 0u32;
         let mut reauthenticated = false;
@@ -190,6 +194,7 @@ impl RiskShieldClient {
             self.metrics.upstream_attempt(outcome, elapsed);
             tracing::info!(
                 correlation_id,
+                trace_id = trace.trace_id(),
                 attempt,
                 outcome,
                 status = status_of(&result),
@@ -214,7 +219,7 @@ impl RiskShieldClient {
                 match refreshed {
                     Some(fresh) if Instant::now() < deadline => {
                         key = fresh;
-                        request = self.request(&key, body, correlation)?;
+                        request = self.request(&key, body, correlation, trace)?;
                         continue;
                     }
                     _ => return Err(error),
@@ -274,16 +279,22 @@ impl RiskShieldClient {
     }
 
     /// The whole score request, head and body, as it is written to the connection: the fixed head, then the
-    /// API key (its header value was checked when the key was read), the correlation id (checked by the
-    /// envelope), the length and the body.
+    /// API key (its header value was checked when the key was read), the correlation id and the trace
+    /// context (both checked by the envelope), the length and the body.
     fn request(
         &self,
         key: &ApiKey,
         body: &[u8],
         correlation: &HeaderValue,
+        trace: &TraceContext,
     ) -> Result<Vec<u8>, UpstreamError> {
         let api_key = key.header().ok_or(UpstreamError::CredentialsUnavailable)?;
         let mut length = itoa::Buffer::new();
+        // The tracestate line, or nothing.
+        let (state_line, state): (&[u8], &[u8]) = match trace.tracestate() {
+            Some(state) => (b"\r\ntracestate: ", state.as_bytes()),
+            None => (b"", b""),
+        };
         Ok([
             self.head.as_slice(),
             b"x-api-key: ",
@@ -292,6 +303,10 @@ impl RiskShieldClient {
             X_CORRELATION_ID.as_str().as_bytes(),
             b": ",
             correlation.as_bytes(),
+            b"\r\ntraceparent: ",
+            trace.traceparent(),
+            state_line,
+            state,
             b"\r\ncontent-length: ",
             length.format(body.len()).as_bytes(),
             b"\r\n\r\n",

@@ -16,4 +16,5 @@ mod riskshield;
 mod shutdown;
 mod startup;
 mod support;
+mod trace;
 mod vault;
