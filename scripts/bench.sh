@@ -31,7 +31,7 @@
 #             figures become the first section and every earlier section is kept below them
 # Tunables (env): BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_LEVELS ("50 1000 4000": client connections),
 #                 BENCH_THREADS (2), BENCH_RUNS (3 interleaved rounds), BENCH_SAMPLES (20, for cold start and
-#                 healthcheck).
+#                 healthcheck), BENCH_KEEP (a directory to keep every wrk output and log in).
 # Everything runs on 127.0.0.1; every load is bounded in time; everything started is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +53,9 @@ else
   RUNS=${BENCH_RUNS:-3}; SAMPLES=${BENCH_SAMPLES:-20}
 fi
 THREADS=${BENCH_THREADS:-2}
+# wrk leaves requests slower than its timeout (2 s by default) out of its latency figures and counts them as
+# errors instead; a long timeout keeps every answer in the percentiles.
+WRK_TIMEOUT=30s
 TARGET=x86_64-unknown-linux-musl
 CORES=$(nproc)
 read -r -a levels <<<"$LEVELS"
@@ -104,25 +107,38 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # BENCH_KEEP=DIR keeps the raw material (every wrk output, the results, the logs) for a closer look.
+  if [ -n "${BENCH_KEEP:-}" ]; then mkdir -p "$BENCH_KEEP" && cp -r "$WORK"/. "$BENCH_KEEP"/; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 probe() { python3 scripts/bench_probe.py "$@"; }
 port() { probe free-port; }
-FAKE_PORT=$(port); TLS_FAKE_PORT=$(port)
 B_PORT=$(port); BJ_PORT=$(port); BT_PORT=$(port)
 P_PORT=$(port); PJ_PORT=$(port); PT_PORT=$(port)
-TLS_CA="$WORK/riskshield-ca.pem"
 
-"$FAKE" --listen "127.0.0.1:$FAKE_PORT" --score 42 --level MEDIUM >"$WORK/fake.log" 2>&1 &
-FAKE_PID=$!
-PIDS+=("$FAKE_PID")
-"$FAKE" --listen "127.0.0.1:$TLS_FAKE_PORT" --score 42 --level MEDIUM --tls "$TLS_CA" >"$WORK/fake-tls.log" 2>&1 &
-TLS_FAKE_PID=$!
-PIDS+=("$TLS_FAKE_PID")
-probe wait-http "$FAKE_PORT" /health
-probe wait-http "$TLS_FAKE_PORT" /health "$TLS_CA"
+# start_fake ROW [tls]: a fake RiskShield for that row alone; sets ROW_UP (its port), ROW_CA (its CA file, for
+# tls) and ROW_FAKE_PID. One per row, so each row's upstream connections are counted apart, and the TIME_WAIT
+# sockets one row's connection churn leaves (60 s each, on loopback every one of them holds a port of the
+# same 28,000-port range towards the same address) never starve the next row of ports.
+start_fake() {
+  local row=$1 tls=${2:-} port ca=
+  port=$(port)
+  if [ -n "$tls" ]; then
+    ca="$WORK/ca-$row.pem"
+    "$FAKE" --listen "127.0.0.1:$port" --score 42 --level MEDIUM --tls "$ca" >"$WORK/fake-$row.log" 2>&1 &
+  else
+    "$FAKE" --listen "127.0.0.1:$port" --score 42 --level MEDIUM >"$WORK/fake-$row.log" 2>&1 &
+  fi
+  PIDS+=("$!")
+  printf -v "${row}_FAKE_PID" '%s' "$!"
+  probe wait-http "$port" /health ${ca:+"$ca"}
+  printf -v "${row}_UP" '%s' "$port"
+  printf -v "${row}_CA" '%s' "$ca"
+}
+for row in A B BJ P PJ C CI CA L; do start_fake "$row"; done
+for row in BT PT CT; do start_fake "$row" tls; done
 
 "$ISSUER_BIN" >"$WORK/issuer.json" 2>"$WORK/issuer.log" &
 PIDS+=("$!")
@@ -147,27 +163,28 @@ http {
   log_format json escape=json '{"time":"\$time_iso8601","method":"\$request_method","path":"\$uri",'
                               '"status":\$status,"duration_ms":\$request_time,"request_id":"\$request_id"}';
   # Idle upstream connections kept per worker: the service's pool keeps 256 per worker too.
-  upstream riskshield { server 127.0.0.1:$FAKE_PORT; keepalive 256; }
-  upstream riskshield_tls { server 127.0.0.1:$TLS_FAKE_PORT; keepalive 256; }
+  upstream riskshield_b { server 127.0.0.1:$B_UP; keepalive 256; }
+  upstream riskshield_bj { server 127.0.0.1:$BJ_UP; keepalive 256; }
+  upstream riskshield_bt { server 127.0.0.1:$BT_UP; keepalive 256; }
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   server {
     listen 127.0.0.1:$B_PORT backlog=4096;
     location /health { return 200 "ok"; }
-    location / { proxy_pass http://riskshield; }
+    location / { proxy_pass http://riskshield_b; }
   }
   server {
     listen 127.0.0.1:$BJ_PORT backlog=4096;
     access_log $WORK/nginx/logs/access.json json buffer=64k flush=20ms;
-    location / { proxy_pass http://riskshield; }
+    location / { proxy_pass http://riskshield_bj; }
   }
   server {
     listen 127.0.0.1:$BT_PORT backlog=4096;
     location /health { return 200 "ok"; }
     location / {
-      proxy_pass https://riskshield_tls;
+      proxy_pass https://riskshield_bt;
       proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate $TLS_CA;
+      proxy_ssl_trusted_certificate $BT_CA;
       proxy_ssl_name localhost;
       proxy_ssl_server_name on;
       proxy_ssl_session_reuse on;
@@ -199,21 +216,23 @@ defaults
 frontend quiet
   bind 127.0.0.1:$P_PORT
   monitor-uri /health
-  default_backend riskshield
+  default_backend riskshield_p
 frontend logged
   bind 127.0.0.1:$PJ_PORT
   log global
   unique-id-format %{+X}o\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
   log-format '{"time":"%tr","method":"%HM","path":"%HPO","status":%ST,"duration_ms":%Ta,"request_id":"%ID"}'
-  default_backend riskshield
+  default_backend riskshield_pj
 frontend tls
   bind 127.0.0.1:$PT_PORT
   monitor-uri /health
-  default_backend riskshield_tls
-backend riskshield
-  server fake 127.0.0.1:$FAKE_PORT
-backend riskshield_tls
-  server fake 127.0.0.1:$TLS_FAKE_PORT ssl verify required ca-file $TLS_CA sni str(localhost) verifyhost localhost
+  default_backend riskshield_pt
+backend riskshield_p
+  server fake 127.0.0.1:$P_UP
+backend riskshield_pj
+  server fake 127.0.0.1:$PJ_UP
+backend riskshield_pt
+  server fake 127.0.0.1:$PT_UP ssl verify required ca-file $PT_CA sni str(localhost) verifyhost localhost
 HAPROXY
 "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>"$WORK/haproxy.err" &
 HAPROXY_PID=$!
@@ -221,14 +240,15 @@ PIDS+=("$HAPROXY_PID")
 probe wait-http "$P_PORT" /health
 probe wait-http "$PT_PORT" /health
 
-# start_service NAME ENV=VALUE...: the service on a free port with the common settings plus ENV; sets
-# NAME_PORT and NAME_PID. MAX_CONNECTIONS is raised (default 4,096) to what nginx's worker_connections and
+# start_service NAME ENV=VALUE...: the service on a free port with the common settings plus ENV, its upstream
+# the row's own fake; sets NAME_PORT and NAME_PID. MAX_CONNECTIONS is raised (default 4,096) to what nginx's worker_connections and
 # HAProxy's maxconn are set to, so the highest concurrency is admitted by all of them.
 start_service() {
-  local name=$1 port pid
+  local name=$1 port pid up
   shift
   port=$(port)
-  env HOST=127.0.0.1 PORT="$port" RISKSHIELD_API_KEY=bench-key "RISKSHIELD_API_URL=http://127.0.0.1:$FAKE_PORT/v1" \
+  up=${name}_UP
+  env HOST=127.0.0.1 PORT="$port" RISKSHIELD_API_KEY=bench-key "RISKSHIELD_API_URL=http://127.0.0.1:${!up}/v1" \
     LOG_LEVEL=WARN LOG_FORMAT=json MAX_CONNECTIONS=$PROXY_CONNECTIONS "$@" "$BIN" serve >"$WORK/service-$name.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -240,7 +260,7 @@ start_service C
 read -r IDLE_RSS IDLE_HWM < <(probe rss "$C_PID")
 start_service CI LOG_LEVEL=INFO
 start_service L RATE_LIMIT_PER_MINUTE=1000000000
-start_service CT "RISKSHIELD_API_URL=https://127.0.0.1:$TLS_FAKE_PORT/v1" "EXTRA_CA_CERTS=$TLS_CA"
+start_service CT "RISKSHIELD_API_URL=https://127.0.0.1:$CT_UP/v1" "EXTRA_CA_CERTS=$CT_CA"
 start_service CA AUTH_MODE=entra "AUTH_ISSUER=$AUTH_ISSUER" "AUTH_AUDIENCE=$AUTH_AUDIENCE" \
   "AUTH_REQUIRED_ROLE=$AUTH_ROLE" "EXTRA_CA_CERTS=$AUTH_CA"
 probe wait-http "$CA_PORT" /ready
@@ -266,33 +286,32 @@ to_ms() {
     printf "%.3f", n }'
 }
 
-# fake_stats WHICH: "requests connections" of the plain or the TLS fake.
+# fake_stats ROW: "requests connections" of the row's fake ("0 0" for a row without one).
 fake_stats() {
-  case "$1" in
-    plain) probe stats "$FAKE_PORT" ;;
-    tls) probe stats "$TLS_FAKE_PORT" "$TLS_CA" ;;
-    *) echo "0 0" ;;
-  esac
+  local up=${1}_UP ca=${1}_CA
+  if [ -n "${!up:-}" ]; then probe stats "${!up}" ${!ca:+"${!ca}"}; else echo "0 0"; fi
 }
 
-# run NAME CONNECTIONS PID URL SCRIPT FAKE: one warm-up and one measured wrk run against the process PID
-# serves, whose upstream is the FAKE (plain, tls or none); appends "NAME CONNECTIONS rps p50_ms p99_ms errors
+# run NAME CONNECTIONS PID URL [SCRIPT]: one warm-up and one measured wrk run against the process PID serves,
+# whose upstream is the row's own fake (H has none); appends "NAME CONNECTIONS rps p50_ms p99_ms errors
 # cpu_us_per_request upstream_connections_per_1000 listen_overflows listen_drops" to results.
 run() {
-  local name=$1 conns=$2 pid=$3 url=$4 script=$5 fake=$6 out cpu0 cpu1 r0 k0 r1 k1 o0 d0 o1 d1
-  wrk -t"$THREADS" -c"$conns" -d"$WARMUP" ${script:+-s "$script"} "$url" >/dev/null
-  cpu0=$(probe cpu "$pid"); read -r r0 k0 < <(fake_stats "$fake"); read -r o0 d0 < <(probe listen-drops)
-  out=$(wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency ${script:+-s "$script"} "$url")
-  cpu1=$(probe cpu "$pid"); read -r r1 k1 < <(fake_stats "$fake"); read -r o1 d1 < <(probe listen-drops)
+  local name=$1 conns=$2 pid=$3 url=$4 script=${5:-} out cpu0 cpu1 r0 k0 r1 k1 o0 d0 o1 d1
+  wrk -t"$THREADS" -c"$conns" -d"$WARMUP" --timeout "$WRK_TIMEOUT" ${script:+-s "$script"} "$url" >/dev/null
+  cpu0=$(probe cpu "$pid"); read -r r0 k0 < <(fake_stats "$name"); read -r o0 d0 < <(probe listen-drops)
+  out=$(wrk -t"$THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" --latency ${script:+-s "$script"} "$url")
+  printf '== %s at %s\n%s\n' "$name" "$conns" "$out" >>"$WORK/wrk.log"
+  cpu1=$(probe cpu "$pid"); read -r r1 k1 < <(fake_stats "$name"); read -r o1 d1 < <(probe listen-drops)
   local rps p50 p99 non2xx sock total cpu_us per_k
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   total=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
-  sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $4 + $6 + $8 + $10}' <<<"$out")
+  # "  Socket errors: connect N, read N, write N, timeout N": the numbers are fields 5, 7, 9 and 11.
+  sock=$(awk -F'[ ,]+' '/Socket errors:/ {print $5 + $7 + $9 + $11}' <<<"$out")
   cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="${total:-0}" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) * 1e6 / n : 0) }')
-  if [ "$fake" = none ]; then
+  if [ "$name" = H ]; then
     per_k=-
   else
     per_k=$(awk -v r=$(( r1 - r0 )) -v k=$(( k1 - k0 )) 'BEGIN { printf "%.2f", (r > 0 ? k * 1000 / r : 0) }')
@@ -303,31 +322,33 @@ run() {
 
 validate() { echo "http://127.0.0.1:$1/api/v1/validate"; }
 score() { echo "http://127.0.0.1:$1/v1/score"; }
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for i in $(seq 1 "$RUNS"); do
   for conns in "${levels[@]}"; do
     log "round $i of $RUNS, $conns connections"
-    run A "$conns" "$FAKE_PID" "$(score "$FAKE_PORT")" "$WORK/post.lua" plain
-    run B "$conns" "$NGINX_PID" "$(score "$B_PORT")" "$WORK/post.lua" plain
-    run P "$conns" "$HAPROXY_PID" "$(score "$P_PORT")" "$WORK/post.lua" plain
-    run C "$conns" "$C_PID" "$(validate "$C_PORT")" "$WORK/post.lua" plain
-    run BJ "$conns" "$NGINX_PID" "$(score "$BJ_PORT")" "$WORK/post.lua" plain
-    run PJ "$conns" "$HAPROXY_PID" "$(score "$PJ_PORT")" "$WORK/post.lua" plain
-    run CI "$conns" "$CI_PID" "$(validate "$CI_PORT")" "$WORK/post.lua" plain
-    run BT "$conns" "$NGINX_PID" "$(score "$BT_PORT")" "$WORK/post.lua" tls
-    run PT "$conns" "$HAPROXY_PID" "$(score "$PT_PORT")" "$WORK/post.lua" tls
-    run CT "$conns" "$CT_PID" "$(validate "$CT_PORT")" "$WORK/post.lua" tls
-    run CA "$conns" "$CA_PID" "$(validate "$CA_PORT")" "$WORK/post-auth.lua" plain
+    run A "$conns" "$A_FAKE_PID" "$(score "$A_UP")" "$WORK/post.lua"
+    run B "$conns" "$NGINX_PID" "$(score "$B_PORT")" "$WORK/post.lua"
+    run P "$conns" "$HAPROXY_PID" "$(score "$P_PORT")" "$WORK/post.lua"
+    run C "$conns" "$C_PID" "$(validate "$C_PORT")" "$WORK/post.lua"
+    run BJ "$conns" "$NGINX_PID" "$(score "$BJ_PORT")" "$WORK/post.lua"
+    run PJ "$conns" "$HAPROXY_PID" "$(score "$PJ_PORT")" "$WORK/post.lua"
+    run CI "$conns" "$CI_PID" "$(validate "$CI_PORT")" "$WORK/post.lua"
+    run BT "$conns" "$NGINX_PID" "$(score "$BT_PORT")" "$WORK/post.lua"
+    run PT "$conns" "$HAPROXY_PID" "$(score "$PT_PORT")" "$WORK/post.lua"
+    run CT "$conns" "$CT_PID" "$(validate "$CT_PORT")" "$WORK/post.lua"
+    run CA "$conns" "$CA_PID" "$(validate "$CA_PORT")" "$WORK/post-auth.lua"
     if [ "$conns" = "$LOWEST" ]; then
-      run L "$conns" "$L_PID" "$(validate "$L_PORT")" "$WORK/post.lua" plain
-      run H "$conns" "$C_PID" "http://127.0.0.1:$C_PORT/health" "" none
+      run L "$conns" "$L_PID" "$(validate "$L_PORT")" "$WORK/post.lua"
+      run H "$conns" "$C_PID" "http://127.0.0.1:$C_PORT/health"
     fi
   done
 done
+LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 read -r LOAD_RSS LOAD_HWM < <(probe rss "$C_PID")
 
 log "cold start and healthcheck ($SAMPLES samples each)"
 COLD_PORT=$(port)
-COLD_MS=$(probe cold-start "$BIN" "$SAMPLES" "$COLD_PORT" RISKSHIELD_API_KEY=bench-key "RISKSHIELD_API_URL=http://127.0.0.1:$FAKE_PORT/v1")
+COLD_MS=$(probe cold-start "$BIN" "$SAMPLES" "$COLD_PORT" RISKSHIELD_API_KEY=bench-key "RISKSHIELD_API_URL=http://127.0.0.1:$C_UP/v1")
 HC_MS=$(probe healthcheck "$BIN" "$SAMPLES" "$C_PORT")
 # Max RSS through /usr/bin/time: a small parent, so the figure is the healthcheck's own, not a fork of Python.
 HC_RSS=$(PORT=$C_PORT /usr/bin/time -f %M "$BIN" healthcheck 2>&1 >/dev/null | tail -n 1)
@@ -417,7 +438,10 @@ still opens its connections at the start of the measured run, and a burst that o
 in the listen overflows column. All processes share the same cores on 127.0.0.1, so compare the ratios, not the
 absolute numbers. CPU per request: the serving process's user + system time during the run (nginx: master and
 workers; HAProxy: its $CORES threads) over the requests wrk completed. Upstream connections per 1,000: TCP
-connections the fake accepted over the requests it answered during the run (for A, wrk's own connections).
+connections the row's own fake accepted over the requests it answered during the run (for A, wrk's own
+connections); every row has a fake of its own, so no row inherits another's TIME_WAIT sockets.
+Load average (1 min) at the start and the end of the measurements: $LOAD_START / $LOAD_END (other work on the
+machine competes for the same $CORES cores).
 The service runs with its default WORKERS (one per CPU) and MAX_CONNECTIONS=$PROXY_CONNECTIONS (nginx's
 \`worker_connections\` and HAProxy's \`maxconn\` alike); nginx with
 \`worker_processes auto\` and 256 idle upstream connections per worker (the service's pool keeps 256 per
