@@ -10,6 +10,14 @@
 //!   so a test can prove the service really called upstream and reuses its connections.
 //! - With `--api-key`/`FAKE_API_KEY`, a score request without a matching `X-API-Key` gets 401.
 //! - With `--delay-ms`/`FAKE_DELAY_MS`, score answers are held back that long (in-flight and timeout tests).
+//! - With `--tls CA_FILE`/`FAKE_TLS_CA_OUT`, it serves HTTPS, as the real vendor does: a CA and a certificate
+//!   for localhost and 127.0.0.1 are made at startup (testkit's test PKI, so no key material is kept
+//!   anywhere) and the CA certificate is written to CA_FILE, for the service's EXTRA_CA_CERTS or a proxy's
+//!   trusted-CA setting.
+//!
+//! Its accept queue holds [`BACKLOG`] connections (the kernel caps it at `net.core.somaxconn`), more than the
+//! service's 1,024 per listener: a benchmark that opens connections in bursts must measure the proxy, not
+//! the fake's queue.
 //!
 //! It builds static for musl like the service and runs as PID 1 in its own scratch container, so it handles
 //! SIGTERM/SIGINT itself (PID 1 has no default signal handling) and exits 0.
@@ -22,13 +30,18 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use http::header::{CONTENT_TYPE, HeaderValue};
+use testkit::pki::TestPki;
 use testkit::riskshield::{Plan, Step};
-use tokio::net::TcpListener;
+use testkit::server::listen;
+
+/// The accept queue asked for.
+const BACKLOG: u32 = 4096;
 
 /// Command line; every option also reads the env var named next to it, so the scratch image is configured
 /// with `-e` alone.
@@ -65,6 +78,9 @@ struct Args {
     /// fewer threads than the service under test.
     #[arg(long, env = "FAKE_THREADS")]
     threads: Option<usize>,
+    /// Serve HTTPS with a certificate from a CA made at startup, and write that CA's certificate (PEM) here.
+    #[arg(long = "tls", env = "FAKE_TLS_CA_OUT", value_name = "CA_FILE")]
+    tls_ca_out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -96,8 +112,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The test PKI before the runtime: making it is synchronous, and a CA file that cannot be written
+    // stops the fake before it listens.
+    let pki = match &args.tls_ca_out {
+        None => None,
+        Some(path) => {
+            let pki = TestPki::new();
+            if let Err(e) = std::fs::copy(pki.ca_file(), path) {
+                eprintln!("fake_riskshield: cannot write {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+            Some(pki)
+        }
+    };
     runtime.block_on(async move {
-        let listener = match TcpListener::bind(args.listen).await {
+        let listener = match listen(args.listen, BACKLOG) {
             Ok(listener) => listener,
             Err(e) => {
                 eprintln!("fake_riskshield: cannot bind {}: {e}", args.listen);
@@ -110,13 +139,20 @@ fn main() -> ExitCode {
             serde_json::json!({
                 "msg": "fake RiskShield listening",
                 "listen": args.listen.to_string(),
+                "tls": pki.is_some(),
                 "answer": { "riskScore": args.score, "riskLevel": args.level },
                 "api_key_required": api_key.is_some(),
                 "delay_ms": args.delay_ms,
             })
         );
+        let serving = async move {
+            match &pki {
+                Some(pki) => plan.serve_tls(listener, pki.acceptor()).await,
+                None => plan.serve(listener).await,
+            }
+        };
         tokio::select! {
-            () = plan.serve(listener) => ExitCode::from(1),
+            () = serving => ExitCode::from(1),
             signal = shutdown_signal() => {
                 println!("{}", serde_json::json!({ "msg": "fake RiskShield exiting", "signal": signal }));
                 ExitCode::SUCCESS

@@ -3,10 +3,12 @@
 //! platform, not only behind Container Apps' built-in authentication.
 //!
 //! [`jwks`] keeps the issuer's signing keys (fetched in the background, refreshed, re-fetched on an unknown
-//! `kid`); [`token`] checks one token (RS256 only, issuer, audience, lifetime). [`Authenticator`] puts them
-//! together for the validate handler and counts every outcome in the metrics. A refusal says only what RFC
+//! `kid`); [`token`] checks one token (RS256 only, issuer, audience, lifetime); [`cache`] remembers tokens
+//! whose signature was verified, so a caller's repeated token costs its claim checks and not an RSA check.
+//! [`Authenticator`] puts them together for the validate handler and counts every outcome in the metrics. A refusal says only what RFC
 //! 6750 lets it say; the token itself is never logged or echoed, only the calling application's id.
 
+pub mod cache;
 pub mod jwks;
 pub mod token;
 
@@ -19,8 +21,9 @@ use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::outbound::HttpClient;
 use crate::telemetry::metrics::Metrics;
+use cache::{Cached, TokenCache};
 use jwks::{Lookup, SigningKeys};
-use token::reason;
+use token::{Verified, reason};
 
 /// An authenticated caller: the application the token was issued to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,7 @@ pub struct CallerApp(pub Arc<str>);
 #[derive(Debug)]
 pub struct Authenticator {
     keys: Arc<SigningKeys>,
+    cache: TokenCache,
     validation: Validation,
     required_role: Option<String>,
     metrics: Arc<Metrics>,
@@ -76,6 +80,7 @@ impl Authenticator {
         );
         Ok(Self {
             keys: SigningKeys::start(&config.discovery_url(), http)?,
+            cache: TokenCache::default(),
             validation: token::validation(config),
             required_role: config.required_role.clone(),
             metrics,
@@ -99,31 +104,70 @@ impl Authenticator {
 
     async fn check(&self, headers: &HeaderMap) -> Result<Caller, Refusal> {
         let token = bearer_token(headers)?;
-        let invalid = |reason| AuthError::Invalid { reason };
-        let kid = token::key_id(token).map_err(invalid)?;
-        let key = match self.keys.lookup(&kid) {
-            Lookup::NotLoaded => return Err(AuthError::Unavailable.into()),
-            Lookup::Found(key) => key,
-            Lookup::Unknown => {
-                self.keys.refresh_for_unknown_kid(&kid).await;
-                match self.keys.lookup(&kid) {
-                    Lookup::Found(key) => key,
-                    _ => return Err(invalid(reason::UNKNOWN_KEY).into()),
-                }
+        let now = token::now();
+        let cached;
+        let verified = match self.cached(token, now) {
+            Some(Ok(entry)) => {
+                cached = entry;
+                &cached.verified
             }
+            Some(Err(reason)) => return Err(AuthError::Invalid { reason }.into()),
+            None => &self.verify(token, now).await?,
         };
-        let verified = token::verify(token, &key, &self.validation).map_err(invalid)?;
         if let Some(role) = &self.required_role
             && !verified.roles.iter().any(|r| r == role)
         {
             return Err(Refusal {
                 error: AuthError::Forbidden,
-                app_id: Some(verified.app_id),
+                app_id: Some(Arc::clone(&verified.app_id)),
             });
         }
         Ok(Caller {
-            app_id: verified.app_id,
+            app_id: Arc::clone(&verified.app_id),
         })
+    }
+
+    /// The cached verification of `token`, with its claims checked again at `now`. `None` sends the token to
+    /// a full verification: it is not cached, or the key set no longer holds the key that verified it under
+    /// its `kid` (it left the JWKS or was replaced), in which case the token is dropped from the cache and
+    /// the full path refuses it like any token signed by an unknown key.
+    fn cached(&self, token: &str, now: u64) -> Option<Result<Arc<Cached>, &'static str>> {
+        let entry = self.cache.get(token, now)?;
+        let key_held =
+            matches!(self.keys.lookup(&entry.kid), Lookup::Found(key) if entry.signed_by(&key));
+        if !key_held {
+            self.cache.remove(token);
+            return None;
+        }
+        Some(token::recheck(&entry.registered, &self.validation, now).map(|()| entry))
+    }
+
+    /// Verifies `token` in full (its key, its signature, its claims) and caches what that established.
+    async fn verify(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+        let invalid = |reason| AuthError::Invalid { reason };
+        let kid = token::key_id(token).map_err(invalid)?;
+        let key = match self.keys.lookup(&kid) {
+            Lookup::NotLoaded => return Err(AuthError::Unavailable),
+            Lookup::Found(key) => key,
+            Lookup::Unknown => {
+                self.keys.refresh_for_unknown_kid(&kid).await;
+                match self.keys.lookup(&kid) {
+                    Lookup::Found(key) => key,
+                    _ => return Err(invalid(reason::UNKNOWN_KEY)),
+                }
+            }
+        };
+        let verified = token::verify(token, &key, &self.validation).map_err(invalid)?;
+        if let Some(registered) = verified.registered.clone() {
+            let cached = Cached {
+                kid,
+                key,
+                registered,
+                verified: verified.clone(),
+            };
+            self.cache.insert(token, cached, now);
+        }
+        Ok(verified)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Checking one bearer token: RS256 only, against a key from the issuer's JWKS, then `iss`, `aud`, `exp` and
-//! `nbf` (60 s leeway), and who the calling application is.
+//! `nbf` (60 s leeway), and who the calling application is. [`recheck`] runs the same claim checks again, without
+//! the signature, for a token the cache ([`super::cache`]) already verified.
 //!
 //! The claim checks are jsonwebtoken's; the signature check is ring's, the crypto the binary already carries
 //! for TLS, plugged into jsonwebtoken as its process-wide [`CryptoProvider`]. That provider verifies RS256 and
@@ -13,6 +14,7 @@ use jsonwebtoken::errors::{Error as JwtError, ErrorKind};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey, Validation, signature};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::config::AuthConfig;
 
@@ -32,15 +34,87 @@ pub struct Verified {
     pub app_id: Arc<str>,
     /// The app roles granted to the caller (`roles`).
     pub roles: Vec<String>,
+    /// The claims [`recheck`] checks again on every later use of the token; `None` when one of them has a
+    /// form jsonwebtoken accepts but this module does not read (a fractional `exp`, say): such a token is
+    /// not cached, so it is verified in full every time.
+    pub registered: Option<Registered>,
 }
 
-/// The claims read beyond those jsonwebtoken checks itself.
+/// A verified token's `iss`, `aud`, `exp` and `nbf`, as [`recheck`] needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub iss: Vec<String>,
+    pub aud: Vec<String>,
+    pub exp: u64,
+    pub nbf: Option<u64>,
+}
+
+/// The claims read beyond those jsonwebtoken checks itself, and the registered claims again for the cache.
+/// The latter are read leniently (any JSON value parses), so that reading them never refuses a token that
+/// jsonwebtoken's own checks accept.
 #[derive(Deserialize)]
 struct Claims {
     azp: Option<String>,
     appid: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+    iss: Option<Strings>,
+    aud: Option<Strings>,
+    exp: Option<Seconds>,
+    nbf: Option<Seconds>,
+}
+
+/// A string claim that may also be an array of strings (`aud` and, for jsonwebtoken, `iss`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Strings {
+    One(String),
+    Many(Vec<String>),
+    Other(IgnoredAny),
+}
+
+/// A NumericDate claim; only whole seconds are read.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Seconds {
+    Whole(u64),
+    Other(IgnoredAny),
+}
+
+impl Strings {
+    fn into_vec(self) -> Option<Vec<String>> {
+        match self {
+            Strings::One(one) => Some(vec![one]),
+            Strings::Many(many) => Some(many),
+            Strings::Other(_) => None,
+        }
+    }
+}
+
+impl Seconds {
+    fn whole(self) -> Option<u64> {
+        match self {
+            Seconds::Whole(secs) => Some(secs),
+            Seconds::Other(_) => None,
+        }
+    }
+}
+
+impl Claims {
+    /// The registered claims, when every one present has a form [`recheck`] reads and the required ones
+    /// (`iss`, `aud`, `exp`) are there.
+    fn registered(&mut self) -> Option<Registered> {
+        let nbf = match self.nbf.take() {
+            None => None,
+            Some(nbf) => Some(nbf.whole()?),
+        };
+        Some(Registered {
+            iss: self.iss.take()?.into_vec()?,
+            aud: self.aud.take()?.into_vec()?,
+            exp: self.exp.take()?.whole()?,
+            nbf,
+        })
+    }
 }
 
 /// The fixed reason labels of [`crate::error::AuthError::Invalid`], as logs and metrics show them.
@@ -97,7 +171,8 @@ pub fn verify(
 ) -> Result<Verified, &'static str> {
     install_provider();
     let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| refusal(&e))?;
-    let claims = data.claims;
+    let mut claims = data.claims;
+    let registered = claims.registered();
     let app_id = claims
         .azp
         .filter(|a| !a.is_empty())
@@ -109,7 +184,45 @@ pub fn verify(
     Ok(Verified {
         app_id: Arc::from(app_id),
         roles: claims.roles,
+        registered,
     })
+}
+
+/// Seconds since the Unix epoch, from the clock jsonwebtoken checks `exp` and `nbf` against.
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// The claim checks of [`verify`] without the signature, at `now`, for a token whose signature was verified
+/// before: the same rules as jsonwebtoken's (`exp` and `nbf` with `validation.leeway`, `iss` one of
+/// `validation.iss`, `aud` naming one of `validation.aud`), so a cached token is refused exactly when a fresh
+/// verification would refuse it on its claims.
+pub fn recheck(claims: &Registered, validation: &Validation, now: u64) -> Result<(), &'static str> {
+    if validation.validate_exp && claims.exp < now.saturating_sub(validation.leeway) {
+        return Err(reason::EXPIRED);
+    }
+    if validation.validate_nbf
+        && claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(validation.leeway))
+    {
+        return Err(reason::NOT_YET_VALID);
+    }
+    if let Some(issuers) = &validation.iss
+        && !claims.iss.iter().any(|iss| issuers.contains(iss))
+    {
+        return Err(reason::ISSUER);
+    }
+    if validation.validate_aud {
+        let named = validation
+            .aud
+            .as_ref()
+            .is_some_and(|audiences| claims.aud.iter().any(|aud| audiences.contains(aud)));
+        if !named {
+            return Err(reason::AUDIENCE);
+        }
+    }
+    Ok(())
 }
 
 fn refusal(error: &JwtError) -> &'static str {
@@ -241,5 +354,97 @@ mod tests {
         assert!(rs256_verifier(&Algorithm::RS384, &rsa).is_err());
         let verifier = rs256_verifier(&Algorithm::RS256, &rsa).expect("an RS256 verifier");
         assert!(verifier.verify(b"message", &vec![0u8; 256]).is_err());
+    }
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            issuer: "https://issuer.test/v2.0".into(),
+            audiences: vec!["api://a".into(), "api://b".into()],
+            required_role: None,
+        }
+    }
+
+    fn registered() -> Registered {
+        Registered {
+            iss: vec!["https://issuer.test/v2.0".into()],
+            aud: vec!["api://b".into()],
+            exp: 1_000,
+            nbf: Some(500),
+        }
+    }
+
+    #[test]
+    fn a_recheck_applies_the_lifetime_with_the_leeway_and_the_issuer_and_audience() {
+        let validation = validation(&config());
+        let good = registered();
+        assert_eq!(recheck(&good, &validation, 700), Ok(()));
+        // exp and nbf each hold for LEEWAY_SECS past their moment, and not one second more.
+        assert_eq!(recheck(&good, &validation, 1_000 + LEEWAY_SECS), Ok(()));
+        assert_eq!(
+            recheck(&good, &validation, 1_001 + LEEWAY_SECS),
+            Err(reason::EXPIRED)
+        );
+        assert_eq!(recheck(&good, &validation, 500 - LEEWAY_SECS), Ok(()));
+        assert_eq!(
+            recheck(&good, &validation, 499 - LEEWAY_SECS),
+            Err(reason::NOT_YET_VALID)
+        );
+        let no_nbf = Registered {
+            nbf: None,
+            ..good.clone()
+        };
+        assert_eq!(recheck(&no_nbf, &validation, 0), Ok(()));
+        let other_issuer = Registered {
+            iss: vec!["https://other.test/v2.0".into()],
+            ..good.clone()
+        };
+        assert_eq!(
+            recheck(&other_issuer, &validation, 700),
+            Err(reason::ISSUER)
+        );
+        let other_audience = Registered {
+            aud: vec!["api://c".into()],
+            ..good.clone()
+        };
+        assert_eq!(
+            recheck(&other_audience, &validation, 700),
+            Err(reason::AUDIENCE)
+        );
+        let one_of_several = Registered {
+            aud: vec!["api://c".into(), "api://a".into()],
+            ..good
+        };
+        assert_eq!(recheck(&one_of_several, &validation, 700), Ok(()));
+    }
+
+    #[test]
+    fn registered_claims_are_read_only_in_the_forms_a_recheck_understands() {
+        let read = |json: &str| {
+            serde_json::from_str::<Claims>(json)
+                .expect("claims parse whatever the registered claims hold")
+                .registered()
+        };
+        assert_eq!(
+            read(r#"{"iss":"i","aud":["a","b"],"exp":9,"nbf":3}"#),
+            Some(Registered {
+                iss: vec!["i".into()],
+                aud: vec!["a".into(), "b".into()],
+                exp: 9,
+                nbf: Some(3),
+            })
+        );
+        assert_eq!(
+            read(r#"{"iss":"i","aud":"a","exp":9}"#).map(|r| r.nbf),
+            Some(None)
+        );
+        for odd in [
+            r#"{"iss":"i","aud":"a","exp":9.5}"#,
+            r#"{"iss":"i","aud":"a","exp":9,"nbf":"soon"}"#,
+            r#"{"iss":7,"aud":"a","exp":9}"#,
+            r#"{"iss":"i","exp":9}"#,
+            r#"{"iss":"i","aud":"a"}"#,
+        ] {
+            assert_eq!(read(odd), None, "{odd}");
+        }
     }
 }

@@ -230,6 +230,23 @@ impl Plan {
         })
         .await;
     }
+
+    /// Like [`Plan::serve`], over TLS with `acceptor`. Connections are counted when accepted, before the
+    /// handshake.
+    pub async fn serve_tls(self, listener: TcpListener, acceptor: TlsAcceptor) {
+        let state = Arc::new(State::from(self));
+        accept_loop(listener, move |stream| {
+            state.connections.fetch_add(1, Ordering::SeqCst);
+            let state = Arc::clone(&state);
+            let acceptor = acceptor.clone();
+            async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    connection(state, stream).await;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Shared by all connections of one fake. Options a plan leaves off are `None`, so the hot path of a

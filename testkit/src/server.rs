@@ -88,6 +88,21 @@ where
         .await;
 }
 
+/// A listener on `addr` with an accept queue of `backlog` connections (the kernel caps it at
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128, which a burst of new connections from a proxy
+/// under load overflows: the overflowing clients then wait a whole SYN retransmission (one second) and a
+/// benchmark measures the queue, not the server.
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// A port on 127.0.0.1 where nothing listens, for "connection refused" cases; see [`closed_port`].
 #[derive(Debug)]
 pub struct ClosedPort {

@@ -587,3 +587,108 @@ fn no_authorization_header_gives_a_5xx() {
         panic!("{e}");
     }
 }
+
+// The verified-token cache (src/auth/cache.rs): a token served from it is still refused for everything but
+// its signature, which is what the cache skips.
+
+/// How many validations ended with `outcome`, from /metrics.
+async fn auth_checks(app: &App, outcome: &str) -> u64 {
+    let metrics = app.get("/metrics").await.text();
+    let series = format!("applicant_validator_auth_checks_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_it_has_expired() {
+    let one = signer_one();
+    let issuer = FakeIssuer::start(vec![one.jwk()]).await;
+    let app = start_app(&issuer, &[]).await;
+    app.wait_ready(StatusCode::OK).await;
+
+    // A token 57 s past its `exp`: inside the 60 s leeway for about three seconds more. It is verified and
+    // cached, and its second use is served from the cache. On a machine too slow to get it through in time,
+    // a fresh one is tried.
+    let mut accepted = None;
+    for _ in 0..5 {
+        let exp = now() - 57;
+        let token = one.sign(
+            &one.header(),
+            &with(claims(&issuer, APP_ONE), json!({ "exp": exp })),
+        );
+        if validate_with(&app, &token).await.status == StatusCode::OK {
+            accepted = Some((token, exp));
+            break;
+        }
+    }
+    let (token, exp) = accepted.expect("a token inside the leeway is accepted");
+    // The event under test is the clock passing `exp` plus the leeway: wait for it (at most about 3 s).
+    while now() <= exp + 60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = validate_with(&app, &token).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    assert_eq!(auth_checks(&app, "expired").await, 1);
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_key_leaves_the_key_set() {
+    let (one, two) = (signer_one(), signer_two());
+    let issuer = FakeIssuer::start(vec![one.jwk()]).await;
+    let app = start_app(&issuer, &[]).await;
+    app.wait_ready(StatusCode::OK).await;
+    let old = one.sign(&one.header(), &claims(&issuer, APP_ONE));
+    for _ in 0..2 {
+        let reply = validate_with(&app, &old).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+
+    // The issuer rotates key-1 out; the first token signed with key-2 makes the service fetch the new set.
+    issuer.publish(vec![two.jwk()]);
+    let new = two.sign(&two.header(), &claims(&issuer, APP_ONE));
+    let reply = validate_with(&app, &new).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(issuer.jwks_requests(), 2, "the key set was fetched again");
+
+    // The cached token's key is gone: it is refused like any token signed by an unknown key.
+    let reply = validate_with(&app, &old).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    assert_eq!(auth_checks(&app, "unknown_key").await, 1);
+    let reply = validate_with(&app, &new).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_token_with_the_claims_of_a_cached_one_and_another_signature_is_refused() {
+    let (one, two) = (signer_one(), signer_two());
+    let issuer = FakeIssuer::start(vec![one.jwk(), two.jwk()]).await;
+    let app = start_app(&issuer, &[]).await;
+    app.wait_ready(StatusCode::OK).await;
+    let good = claims(&issuer, APP_ONE);
+    let token = one.sign(&one.header(), &good);
+    let reply = validate_with(&app, &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // The same header (naming key-1) and claims, signed with key-2: everything but the signature matches
+    // the cached token.
+    let forged = two.sign(&one.header(), &good);
+    let signed_part = |t: &str| t.rsplit_once('.').map(|(head, _)| head.to_owned());
+    assert_eq!(signed_part(&forged), signed_part(&token));
+    assert_ne!(forged, token);
+    let reply = validate_with(&app, &forged).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert_eq!(auth_checks(&app, "signature").await, 1);
+
+    let reply = validate_with(&app, &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}

@@ -1,0 +1,256 @@
+//! Tokens whose signature has been verified, remembered so that a caller's next request with the same token
+//! skips the RSA check, as Envoy's `jwt_authn` filter does. The signature is most of what a token costs; a
+//! client sends the same token for its whole lifetime (an hour with Entra), so nearly every validation can
+//! skip it.
+//!
+//! What the cache may and may not decide:
+//! - It is keyed by the token's exact bytes. The map hashes them with the standard library's SipHash under a
+//!   key drawn at random per process ([`RandomState`]): fast on a 1–3 KB token, and an outsider cannot aim
+//!   many tokens at one bucket. The hash only picks the bucket: the whole token is stored and compared, so a
+//!   token that differs in any byte, its signature included, is never taken for a cached one.
+//! - It never answers on its own: [`super::Authenticator`] checks on every hit that the issuer's key set
+//!   still holds the same key under the token's `kid`, and runs every claim check except the signature
+//!   ([`super::token::recheck`] and the role).
+//! - It holds a token only while its `exp` (plus the leeway the claim checks allow) has not passed, at most
+//!   [`MAX_ENTRIES`] tokens and [`MAX_BYTES`] of them; only tokens with a valid signature get in.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::{DecodingKey, DecodingKeyKind};
+
+use super::token::{LEEWAY_SECS, Registered, Verified};
+
+/// Most tokens held. A process sees a few client applications, each renewing its token about hourly, so this
+/// is far above a normal working set; it bounds what a flood of distinct valid tokens can hold.
+pub const MAX_ENTRIES: usize = 1024;
+
+/// Most token bytes held (Entra's access tokens are 1–3 KB): 2 MiB, a few hundred of the longest tokens.
+pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// What one verification of a token established.
+#[derive(Debug)]
+pub struct Cached {
+    /// The `kid` of the key that verified the signature.
+    pub kid: String,
+    /// That key, so a key replaced under the same `kid` is not taken for the one that verified.
+    pub key: DecodingKey,
+    /// The claims checked again on every hit.
+    pub registered: Registered,
+    pub verified: Verified,
+}
+
+impl Cached {
+    /// True if `current` (the key set's key under [`Cached::kid`] now) is the key that verified the token.
+    pub fn signed_by(&self, current: &DecodingKey) -> bool {
+        match (self.key.kind(), current.kind()) {
+            (
+                DecodingKeyKind::RsaModulusExponent { n, e },
+                DecodingKeyKind::RsaModulusExponent { n: n2, e: e2 },
+            ) => n == n2 && e == e2,
+            (DecodingKeyKind::SecretOrDer(a), DecodingKeyKind::SecretOrDer(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// The second after which the claim checks refuse the token as expired, so the cache lets it go.
+    fn expires_after(&self) -> u64 {
+        self.registered.exp.saturating_add(LEEWAY_SECS)
+    }
+}
+
+/// Verified tokens, shared by every worker of the process.
+#[derive(Debug)]
+pub struct TokenCache {
+    inner: RwLock<Inner>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Box<str>, Arc<Cached>, RandomState>,
+    /// The summed length of the tokens in `entries`.
+    bytes: usize,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::with_bounds(MAX_ENTRIES, MAX_BYTES)
+    }
+}
+
+impl TokenCache {
+    fn with_bounds(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            max_entries,
+            max_bytes,
+        }
+    }
+
+    /// The verification of exactly `token`, unless none is held or its `exp` has passed at `now` (seconds
+    /// since the Unix epoch); an expired one is dropped.
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Cached>> {
+        let found = {
+            let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(inner.entries.get(token)?)
+        };
+        if found.expires_after() < now {
+            self.remove(token);
+            return None;
+        }
+        Some(found)
+    }
+
+    /// Remembers `cached` for `token`, unless it is already expired at `now` or longer than the cache holds.
+    /// When the cache is full, expired tokens go first, then those that expire soonest.
+    pub fn insert(&self, token: &str, cached: Cached, now: u64) {
+        if cached.expires_after() < now || token.len() > self.max_bytes {
+            return;
+        }
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if inner
+            .entries
+            .insert(token.into(), Arc::new(cached))
+            .is_none()
+        {
+            inner.bytes += token.len();
+        }
+        if inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
+            inner
+                .entries
+                .retain(|_, entry| entry.expires_after() >= now);
+            inner.bytes = inner.entries.keys().map(|k| k.len()).sum();
+        }
+        while inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
+            // A linear scan, only when full: at most MAX_ENTRIES entries, and only after a verification,
+            // which costs far more.
+            let soonest = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.expires_after())
+                .map(|(key, _)| key.clone());
+            match soonest {
+                Some(key) => inner.remove(&key),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets `token` (its key left the key set, or a claim check refused it).
+    pub fn remove(&self, token: &str) {
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+
+    #[cfg(test)]
+    fn len_and_bytes(&self) -> (usize, usize) {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, token: &str) {
+        if self.entries.remove(token).is_some() {
+            self.bytes -= token.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(exp: u64) -> Cached {
+        Cached {
+            kid: "k1".into(),
+            key: DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 1]),
+            registered: Registered {
+                iss: vec!["https://issuer.test/v2.0".into()],
+                aud: vec!["api://a".into()],
+                exp,
+                nbf: None,
+            },
+            verified: Verified {
+                app_id: Arc::from("app"),
+                roles: Vec::new(),
+                registered: None,
+            },
+        }
+    }
+
+    #[test]
+    fn only_the_exact_token_is_found() {
+        let cache = TokenCache::default();
+        cache.insert("head.claims.signature", cached(1_000), 100);
+        assert!(cache.get("head.claims.signature", 100).is_some());
+        // The same header and claims with another signature, or one byte more or less, are other tokens.
+        assert!(cache.get("head.claims.signaturf", 100).is_none());
+        assert!(cache.get("head.claims.signatur", 100).is_none());
+        assert!(cache.get("head.claims.signature.", 100).is_none());
+    }
+
+    #[test]
+    fn a_token_is_let_go_once_its_exp_and_the_leeway_have_passed() {
+        let cache = TokenCache::default();
+        cache.insert("t", cached(1_000), 100);
+        assert!(cache.get("t", 1_000 + LEEWAY_SECS).is_some());
+        assert!(cache.get("t", 1_001 + LEEWAY_SECS).is_none());
+        assert_eq!(
+            cache.len_and_bytes(),
+            (0, 0),
+            "the expired token is dropped"
+        );
+        assert!(cache.get("t", 100).is_none(), "and stays gone");
+        // One already expired is not taken in.
+        cache.insert("late", cached(1_000), 1_001 + LEEWAY_SECS);
+        assert_eq!(cache.len_and_bytes(), (0, 0));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_entry_bound_dropping_the_soonest_to_expire() {
+        let cache = TokenCache::with_bounds(8, MAX_BYTES);
+        for i in 0..100u64 {
+            // Token i expires at 10_000 + i, except token 50, which lives longest.
+            let exp = if i == 50 { 1_000_000 } else { 10_000 + i };
+            cache.insert(&format!("token-{i:03}"), cached(exp), 100);
+            assert!(cache.len_and_bytes().0 <= 8);
+        }
+        assert_eq!(cache.len_and_bytes(), (8, 8 * "token-000".len()));
+        assert!(cache.get("token-050", 100).is_some());
+        assert!(cache.get("token-099", 100).is_some());
+        assert!(cache.get("token-000", 100).is_none());
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_byte_bound_and_expired_tokens_go_first() {
+        let cache = TokenCache::with_bounds(MAX_ENTRIES, 1_000);
+        cache.insert(&"x".repeat(1_001), cached(5_000), 100);
+        assert_eq!(cache.len_and_bytes(), (0, 0), "longer than the whole cache");
+        cache.insert(&"a".repeat(400), cached(200), 100);
+        cache.insert(&"b".repeat(400), cached(5_000), 100);
+        assert_eq!(cache.len_and_bytes(), (2, 800));
+        // At 300 + leeway, "a..." has expired: it makes room for "c...", and "b..." stays.
+        cache.insert(&"c".repeat(400), cached(6_000), 300 + LEEWAY_SECS);
+        assert_eq!(cache.len_and_bytes(), (2, 800));
+        assert!(cache.get(&"b".repeat(400), 300).is_some());
+        assert!(cache.get(&"c".repeat(400), 300).is_some());
+        // Inserting the same token again replaces it without counting its bytes twice.
+        cache.insert(&"c".repeat(400), cached(7_000), 300);
+        assert_eq!(cache.len_and_bytes(), (2, 800));
+    }
+
+    #[test]
+    fn a_key_counts_as_the_signer_only_if_it_is_the_same_key() {
+        let entry = cached(1_000);
+        let same = DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 1]);
+        let other = DecodingKey::from_rsa_raw_components(&[0xc4; 256], &[1, 0, 1]);
+        assert!(entry.signed_by(&same));
+        assert!(!entry.signed_by(&other));
+    }
+}
