@@ -45,11 +45,14 @@ impl Cors {
                 &header::ACCESS_CONTROL_REQUEST_HEADERS,
             ]),
             allow_methods: HeaderValue::from_static("GET,POST"),
-            // Authorization: a browser client sends its bearer token when AUTH_MODE=entra.
+            // Authorization: a browser client sends its bearer token when AUTH_MODE=entra. traceparent and
+            // tracestate: browser telemetry (Application Insights' CORS correlation) adds them to calls.
             allow_headers: list(&[
                 &header::CONTENT_TYPE,
                 &header::AUTHORIZATION,
                 &X_CORRELATION_ID,
+                &HeaderName::from_static("traceparent"),
+                &HeaderName::from_static("tracestate"),
             ]),
             // A browser client must be able to read what the contract tells it: its correlation id, when to
             // retry, and its rate-limit allowance.
@@ -206,7 +209,7 @@ mod tests {
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_METHODS], "GET,POST");
         assert_eq!(
             headers[header::ACCESS_CONTROL_ALLOW_HEADERS],
-            "content-type,authorization,x-correlation-id"
+            "content-type,authorization,x-correlation-id,traceparent,tracestate"
         );
         assert_eq!(headers[header::ACCESS_CONTROL_MAX_AGE], "600");
         assert_eq!(
