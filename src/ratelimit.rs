@@ -334,15 +334,23 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted_hops: u32) -> IpAd
 }
 
 /// The `hops`th X-Forwarded-For entry from the right (the left-most if there are fewer), if it parses.
+///
+/// Read as bytes from the right, so whatever the client wrote left of the used entry (bytes that are not
+/// text, more commas, more header lines before the proxies' own) is never decoded and cannot change which
+/// entry is used: only the used entry has to be an address.
 fn forwarded_for(headers: &HeaderMap, hops: u32) -> Option<IpAddr> {
-    let mut entries = Vec::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        // A header that is not text is as untrustworthy as a malformed entry: use the peer.
-        let text = value.to_str().ok()?;
-        entries.extend(text.split(',').map(str::trim));
+    let mut left = hops.max(1);
+    let mut used: Option<&[u8]> = None;
+    'lines: for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        for entry in value.as_bytes().rsplit(|b| *b == b',') {
+            used = Some(entry);
+            left -= 1;
+            if left == 0 {
+                break 'lines;
+            }
+        }
     }
-    let hops = usize::try_from(hops).unwrap_or(usize::MAX);
-    let entry = *entries.get(entries.len().saturating_sub(hops))?;
+    let entry = std::str::from_utf8(used?).ok()?.trim_matches([' ', '\t']);
     entry
         .parse::<IpAddr>()
         .ok()
@@ -539,10 +547,47 @@ mod tests {
             client_addr(peer, &with(&["::ffff:192.0.2.1"]), 1),
             addr("192.0.2.1")
         );
+        // Whitespace around an entry is optional whitespace (spaces and tabs).
+        assert_eq!(
+            client_addr(peer, &with(&["203.0.113.7,\t198.51.100.1 "]), 1),
+            addr("198.51.100.1")
+        );
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().expect("ip");
         assert_eq!(
             client_addr(v6, &HeaderMap::new(), 0),
             addr("2001:db8:1:2::")
+        );
+    }
+
+    #[test]
+    fn bytes_left_of_the_used_entry_never_change_the_client() {
+        let peer: IpAddr = "10.0.0.9".parse().expect("ip");
+        let addr = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let bytes = |values: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(
+                    &X_FORWARDED_FOR,
+                    HeaderValue::from_bytes(v).expect("obs-text is a valid header value"),
+                );
+            }
+            headers
+        };
+        // What the client wrote, bytes that are not text among it, on the proxy's line.
+        let one_line = bytes(&[b"\xff\xfe, 203.0.113.7\x80, 192.0.2.44, 198.51.100.1"]);
+        assert_eq!(client_addr(peer, &one_line, 1), addr("198.51.100.1"));
+        assert_eq!(client_addr(peer, &one_line, 2), addr("192.0.2.44"));
+        // The used entry itself is not an address: the peer, as for any malformed entry.
+        assert_eq!(client_addr(peer, &one_line, 3), peer);
+        // The client's own header line before the one the proxy wrote.
+        let own_line = bytes(&[b"\xc3\xa9\xff, 10.0.0.9", b"198.51.100.1"]);
+        assert_eq!(client_addr(peer, &own_line, 1), addr("198.51.100.1"));
+        assert_eq!(client_addr(peer, &own_line, 2), addr("10.0.0.9"));
+        // Fewer entries than hops: the left-most is used, so it has to parse.
+        assert_eq!(client_addr(peer, &bytes(&[b"\xff"]), 2), peer);
+        assert_eq!(
+            client_addr(peer, &bytes(&[b"\xff", b"198.51.100.1"]), 1),
+            addr("198.51.100.1")
         );
     }
 }

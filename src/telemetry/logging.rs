@@ -9,7 +9,8 @@
 //! Writing logs never blocks request handling: only the writer thread touches stdout, so a slow or stuck
 //! stdout (a full pipe, a paused log collector) stalls that thread alone. Pending lines are bounded by
 //! [`MAX_PENDING_BYTES`]; past that, lines are dropped and counted ([`lines_dropped`], exported in /metrics),
-//! and once a write succeeds again one warning line says how many were lost. Lines that are written keep
+//! and once a write succeeds again one warning line says how many were lost. A batch that stdout refused
+//! counts as dropped lines too, and its count waits for the next successful write. Lines that are written keep
 //! their order, since one thread writes them. The [`LogGuard`] returned by [`init`] flushes whatever is left
 //! when the process ends normally.
 //!
@@ -160,8 +161,11 @@ impl Drop for LogGuard {
 #[derive(Debug, Default)]
 struct Pending {
     lines: Vec<u8>,
-    /// Lines dropped since the writer last reported.
+    /// Lines dropped and not yet reported by a warning line that was written.
     dropped: u64,
+    /// The count carried by warning lines still in `lines`: if their batch fails to be written, it goes back
+    /// into `dropped`, so a count is never lost with the line that reported it.
+    reported: u64,
 }
 
 #[derive(Debug)]
@@ -222,9 +226,12 @@ impl BatchedStdout {
 
 /// The writer thread: waits for lines (at most [`FLUSH_INTERVAL`], or until a batch is large), writes them
 /// in one go, then reports any lines dropped meanwhile. Ends after the last batch once stopped.
+///
+/// A batch that cannot be written (a closed or failing stdout) is lost: its lines count as dropped, and the
+/// count waits, with any count a lost warning line carried, until a later batch is written.
 fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>, report: impl Fn(u64)) {
     loop {
-        let batch = {
+        let (batch, reported) = {
             let mut pending = shared.lock();
             if pending.lines.len() < FLUSH_BYTES && !shared.stopped.load(Ordering::Acquire) {
                 pending = shared
@@ -233,23 +240,55 @@ fn write_batches(shared: &Shared, mut sink: Box<dyn Write + Send>, report: impl 
                     .map(|(guard, _)| guard)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
-            std::mem::take(&mut pending.lines)
+            (
+                std::mem::take(&mut pending.lines),
+                std::mem::take(&mut pending.reported),
+            )
         };
         let stopping = shared.stopped.load(Ordering::Acquire);
         if !batch.is_empty() {
-            // Errors (a closed stdout) are ignored: there is nowhere else to report them.
-            let written = sink.write_all(&batch).and_then(|()| sink.flush());
-            let dropped = std::mem::take(&mut shared.lock().dropped);
-            if written.is_ok() && dropped > 0 {
+            let dropped = {
+                let failed = write_batch(&mut *sink, &batch);
+                let mut pending = shared.lock();
+                match failed {
+                    None => std::mem::take(&mut pending.dropped),
+                    Some(lost) => {
+                        LINES_DROPPED.fetch_add(lost, Ordering::Relaxed);
+                        pending.dropped += lost + reported;
+                        0
+                    }
+                }
+            };
+            if dropped > 0 {
                 REPORTING.with(|r| r.set(true));
                 report(dropped);
                 REPORTING.with(|r| r.set(false));
+                shared.lock().reported += dropped;
             }
         }
         if stopping && shared.lock().lines.is_empty() {
             return;
         }
     }
+}
+
+/// Writes `batch` to `sink`. On an error, `Some` with how many of its lines were not written whole. The
+/// error itself goes nowhere: standard output is where it would be reported.
+fn write_batch(sink: &mut dyn Write, batch: &[u8]) -> Option<u64> {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        match sink.write(rest) {
+            Ok(0) => break,
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if rest.is_empty() && sink.flush().is_ok() {
+        return None;
+    }
+    // A line is lost unless its newline was written: a cut line's tail never follows.
+    Some(rest.iter().filter(|b| **b == b'\n').count() as u64)
 }
 
 /// The one warning line about lost lines; it goes through the subscriber like any other line.
@@ -305,6 +344,8 @@ mod tests {
         out: Arc<Mutex<Vec<u8>>>,
         gate: Option<Arc<(Mutex<bool>, Condvar)>>,
         entered: Option<mpsc::Sender<()>>,
+        /// Whether each successive write fails (`true`) once through the gate; later writes succeed.
+        fails: Arc<Mutex<std::collections::VecDeque<bool>>>,
     }
 
     impl Write for Capture {
@@ -318,6 +359,9 @@ mod tests {
                 while !*open {
                     open = opened.wait(open).expect("gate wait");
                 }
+            }
+            if self.fails.lock().expect("fails lock").pop_front() == Some(true) {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
             }
             self.out
                 .lock()
@@ -410,8 +454,81 @@ mod tests {
         );
     }
 
+    /// The tests that count [`lines_dropped`], which is process-wide, one at a time.
+    static COUNTING: Mutex<()> = Mutex::new(());
+
+    /// A writer on `capture` whose dropped-line reports go through the same JSON subscriber as the lines.
+    fn reporting_json(capture: &Capture, max_pending: usize) -> (Dispatch, LogGuard) {
+        let reported = Arc::new(Mutex::new(None::<Dispatch>));
+        let report_to = reported.clone();
+        let (out, guard) =
+            BatchedStdout::start_reporting(Box::new(capture.clone()), max_pending, move |n| {
+                if let Some(dispatch) = report_to.lock().expect("lock").as_ref() {
+                    tracing::dispatcher::with_default(dispatch, || report_dropped(n));
+                }
+            });
+        let dispatch = json_dispatch(out);
+        *reported.lock().expect("lock") = Some(dispatch.clone());
+        (dispatch, guard)
+    }
+
+    fn open(gate: &(Mutex<bool>, Condvar)) {
+        let (open, opened) = gate;
+        *open.lock().expect("gate lock") = true;
+        opened.notify_all();
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_dropped_count_until_a_warning_is_written() {
+        let _counting = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (entered_tx, entered) = mpsc::channel();
+        let capture = Capture {
+            gate: Some(gate.clone()),
+            entered: Some(entered_tx),
+            // Line 0 is refused; the lines kept meanwhile are written; the first warning is refused.
+            fails: Arc::new(Mutex::new([true, false, true].into())),
+            ..Capture::default()
+        };
+        let (dispatch, guard) = reporting_json(&capture, 2048);
+        // A bound against hanging (a writer that never writes the warning), not a timing assertion.
+        let written = |what: &str| {
+            entered
+                .recv_timeout(Duration::from_secs(40))
+                .unwrap_or_else(|_| panic!("the writer never wrote {what}"));
+        };
+        let dropped_before = lines_dropped();
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!(n = 0u64, "line");
+            written("line 0");
+            for n in 1..=200u64 {
+                tracing::info!(n, "line");
+            }
+            open(&gate);
+            written("the kept lines");
+            written("the first warning");
+            // Writing works again: the next line lets the count out.
+            tracing::info!(n = 201u64, "line");
+        });
+        finish(guard);
+        let lines = capture.lines();
+        let numbers: Vec<u64> = lines.iter().filter_map(|l| l["n"].as_u64()).collect();
+        assert_eq!(numbers.last(), Some(&201), "{numbers:?}");
+        assert!(!numbers.contains(&0), "line 0 was refused: {numbers:?}");
+        let warnings: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["level"] == "WARN").collect();
+        assert_eq!(warnings.len(), 1, "{lines:?}");
+        let reported = warnings[0]["dropped"].as_u64().expect("a count");
+        // Every line that was not written is in the one warning that was: 202 lines logged plus the refused
+        // warning.
+        assert_eq!(numbers.len() as u64 + reported, 203, "{lines:?}");
+        assert_eq!(lines_dropped() - dropped_before, reported);
+        assert_eq!(lines.last(), Some(warnings[0]));
+    }
+
     #[test]
     fn a_stuck_stdout_never_blocks_logging_and_dropped_lines_are_counted_then_reported_in_order() {
+        let _counting = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let (entered_tx, entered) = mpsc::channel();
         let capture = Capture {
@@ -419,16 +536,7 @@ mod tests {
             entered: Some(entered_tx),
             ..Capture::default()
         };
-        let reported = Arc::new(Mutex::new(None::<Dispatch>));
-        let report_to = reported.clone();
-        let (out, guard) =
-            BatchedStdout::start_reporting(Box::new(capture.clone()), 2048, move |n| {
-                if let Some(dispatch) = report_to.lock().expect("lock").as_ref() {
-                    tracing::dispatcher::with_default(dispatch, || report_dropped(n));
-                }
-            });
-        let dispatch = json_dispatch(out);
-        *reported.lock().expect("lock") = Some(dispatch.clone());
+        let (dispatch, guard) = reporting_json(&capture, 2048);
         let dropped_before = lines_dropped();
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!(n = 0u64, "line");
@@ -441,11 +549,7 @@ mod tests {
         });
         let dropped = lines_dropped() - dropped_before;
         assert!(dropped > 150, "only {dropped} dropped with a 2 KiB bound");
-        {
-            let (open, opened) = &*gate;
-            *open.lock().expect("gate lock") = true;
-            opened.notify_all();
-        }
+        open(&gate);
         finish(guard);
         let lines = capture.lines();
         let numbers: Vec<u64> = lines.iter().filter_map(|l| l["n"].as_u64()).collect();
