@@ -61,11 +61,13 @@ for target in "${targets[@]}"; do
     fi
     echo "== $target: $seconds s"
     status=0
+    started=$(date +%s)
     # The working corpus comes first: libFuzzer adds what it finds there and leaves the seeds as they are.
     cargo fuzz run "${flags[@]}" "$target" "$corpus" "fuzz/corpus/$target" -- "${options[@]}" \
         >"$logs/$target.log" 2>&1 || status=$?
+    took=$(($(date +%s) - started))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$target.log" | tail -n 1)
-    summary+=("$target: ${runs:-?} executions in $seconds s, exit $status")
+    summary+=("$target: ${runs:-?} executions in ${took} s, exit $status")
     if [ "$status" -ne 0 ]; then
         failed+=("$target")
         # The failure and the input that caused it.
