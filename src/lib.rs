@@ -40,6 +40,9 @@ pub mod config;
 pub mod diagnose;
 pub(crate) mod domain;
 pub(crate) mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod healthcheck;
 pub(crate) mod http;
 pub(crate) mod outbound;
