@@ -590,4 +590,234 @@ mod tests {
             addr("198.51.100.1")
         );
     }
+
+    /// Fills a table of `max` keys with clients that each took one token (none is full again yet).
+    fn fill(limiter: &ClientLimiter<FakeRelativeClock>, max: u32) {
+        for n in 0..max {
+            assert!(limiter.check(&ip(n)).allowed());
+        }
+        assert_eq!(limiter.clients(), max as usize);
+    }
+
+    #[test]
+    fn the_first_request_to_find_the_table_full_sweeps_it() {
+        let (limiter, clock) = limiter(5, 5, 100);
+        fill(&limiter, 100);
+        assert_eq!(limiter.overflowed(), 0);
+        // Every bucket is full again, but no sweep has run: the table still holds them all.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(limiter.clients(), 100);
+        // The newcomer's request sweeps first and so gets a bucket of its own.
+        assert_eq!(limiter.check(&ip(1_000)).remaining, 4);
+        assert_eq!(limiter.clients(), 1);
+        assert_eq!(limiter.overflowed(), 0);
+    }
+
+    /// With 100 keys at most, the inline sweep is retried after every 100 / 16 = 6 requests that found the
+    /// table full, counting from the sweep that found it full.
+    #[test]
+    fn while_the_table_stays_full_the_inline_sweep_is_retried_every_sixteenth_of_its_size() {
+        let (limiter, clock) = limiter(5, 5, 100);
+        fill(&limiter, 100);
+        // The first newcomer sweeps (nothing can go) and is served from the overflow bucket.
+        limiter.check(&ip(1_000));
+        assert_eq!((limiter.clients(), limiter.overflowed()), (100, 1));
+        // Now every bucket is full again; only the next inline sweep notices.
+        clock.advance(Duration::from_secs(60));
+        for n in 1..=4 {
+            limiter.check(&ip(1_000 + n));
+            assert_eq!(
+                (limiter.clients(), limiter.overflowed()),
+                (100, 1 + u64::from(n)),
+                "newcomer {n} after the first"
+            );
+        }
+        // The sixth overflow request sweeps: the idle keys go and the newcomer gets its own bucket.
+        assert_eq!(limiter.check(&ip(1_005)).remaining, 4);
+        assert_eq!((limiter.clients(), limiter.overflowed()), (1, 5));
+    }
+
+    #[test]
+    fn the_refill_window_is_the_time_an_empty_bucket_takes_to_fill() {
+        let (other, _clock) = limiter(120, 10, 1000);
+        assert_eq!(other.refill_window(), Duration::from_secs(5));
+        let (limiter, clock) = limiter(5, 5, 1000);
+        assert_eq!(limiter.refill_window(), Duration::from_secs(60));
+        // Two clients empty their buckets at once.
+        for client in [ip(1), ip(2)] {
+            for _ in 0..5 {
+                assert!(limiter.check(&client).allowed());
+            }
+            assert!(!limiter.check(&client).allowed());
+        }
+        // One instant before the window ends the first bucket is not full yet: after taking one, 3 remain ...
+        clock.advance(limiter.refill_window() - Duration::from_millis(1));
+        assert_eq!(limiter.check(&ip(1)).remaining, 3);
+        // ... and at its end the second one is: after taking one, 4 remain, as for a new client.
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(limiter.check(&ip(2)).remaining, 4);
+        assert_eq!(limiter.check(&ip(3)).remaining, 4);
+    }
+
+    /// Log lines captured in memory, in the service's JSON line format.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        /// Collects this thread's events until the guard is dropped.
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            tracing::subscriber::set_default(
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::INFO)
+                    .with_writer(move || logs.clone())
+                    .event_format(crate::telemetry::jsonline::JsonLines)
+                    .finish(),
+            )
+        }
+
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = self.0.lock().expect("log lock").clone();
+            text.split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).expect("a JSON line"))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_full_table_is_reported_once_each_time_it_fills_up() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let (limiter, clock) = limiter(5, 5, 100);
+        fill(&limiter, 100);
+        // The first sweep to find the table full reports it; the retries while it stays full do not.
+        for n in 0..20 {
+            limiter.check(&ip(1_000 + n));
+        }
+        let full = |logs: &Logs| {
+            logs.lines()
+                .into_iter()
+                .filter(|line| line["level"] == "WARN")
+                .collect::<Vec<_>>()
+        };
+        let reported = full(&logs);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0]["clients"], 100);
+        assert_eq!(reported[0]["max_clients"], 100);
+        // Room again, then full again: reported again.
+        clock.advance(Duration::from_secs(60));
+        limiter.sweep();
+        assert_eq!(limiter.clients(), 0);
+        fill(&limiter, 100);
+        limiter.check(&ip(1_000));
+        assert_eq!(full(&logs).len(), 2);
+    }
+
+    #[test]
+    fn reset_is_rounded_up_only_when_there_is_a_fraction_of_a_second() {
+        for (reset, header) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_nanos(1), "1"),
+            (Duration::from_secs(60), "60"),
+            (Duration::from_millis(60_001), "61"),
+        ] {
+            let mut headers = HeaderMap::new();
+            Decision {
+                limit: 5,
+                remaining: 5,
+                reset,
+                retry_after: None,
+            }
+            .write_headers(&mut headers);
+            assert_eq!(headers[&X_RATELIMIT_RESET], header, "{reset:?}");
+        }
+    }
+
+    #[test]
+    fn the_debug_form_shows_the_settings_and_the_number_of_clients() {
+        let (limiter, _clock) = limiter(5, 5, 100);
+        limiter.check(&ip(1));
+        limiter.check(&ip(2));
+        let text = format!("{limiter:?}");
+        for part in [
+            "ClientLimiter",
+            "burst: 5",
+            "interval: 12s",
+            "max_clients: 100",
+            "clients: 2",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+    }
+
+    /// governor asks the store for its size; the store answers with its table's.
+    #[test]
+    fn governor_sees_the_number_of_keys_in_the_table() {
+        let (limiter, clock) = limiter(5, 5, 100);
+        assert!(limiter.limiter.is_empty());
+        assert_eq!(limiter.limiter.len(), 0);
+        limiter.check(&ip(1));
+        limiter.check(&ip(2));
+        assert!(!limiter.limiter.is_empty());
+        assert_eq!(limiter.limiter.len(), 2);
+        clock.advance(Duration::from_secs(60));
+        limiter.sweep();
+        assert!(limiter.limiter.is_empty());
+    }
+
+    /// After a flood of one-request clients has gone idle, a sweep gives the table's memory back.
+    #[test]
+    fn a_sweep_returns_the_memory_of_evicted_keys() {
+        let (limiter, clock) = limiter(5, 5, 100_000);
+        for n in 0..10_000 {
+            limiter.check(&ip(n));
+        }
+        assert!(limiter.store.map.capacity() >= 10_000);
+        clock.advance(Duration::from_secs(60));
+        limiter.sweep();
+        assert_eq!(limiter.clients(), 0);
+        let capacity = limiter.store.map.capacity();
+        assert!(capacity < 100, "{capacity} slots kept for no key");
+    }
+
+    /// The background sweeper runs once per refill window (60 s for one request a minute), on tokio's paused
+    /// clock: a table full of active clients is swept, and so reported, at 60 s and not before.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_sweeps_once_per_refill_window() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let limiter = Arc::new(
+            ClientLimiter::with_clock(1, 1, 100, DefaultClock::default()).expect("limiting is on"),
+        );
+        assert_eq!(limiter.refill_window(), Duration::from_secs(60));
+        for n in 0..100 {
+            assert!(limiter.check(&ip(n)).allowed());
+        }
+        limiter.spawn_sweeper();
+        let reported = || {
+            logs.lines()
+                .iter()
+                .filter(|line| line["level"] == "WARN")
+                .count()
+        };
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert_eq!(reported(), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(reported(), 1);
+        assert_eq!(limiter.clients(), 100);
+    }
 }

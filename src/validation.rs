@@ -664,4 +664,98 @@ mod tests {
         assert!(!luhn_valid(b"8001015009088"));
         assert!(!luhn_valid(b"9001011234088"));
     }
+
+    fn is_date(yy: u32, mm: u32, dd: u32) -> bool {
+        has_valid_date(format!("{yy:02}{mm:02}{dd:02}").as_bytes())
+    }
+
+    #[test]
+    fn the_last_day_of_every_month_is_a_date_and_the_day_after_is_not() {
+        // YY 01 is no leap year in either century.
+        for (mm, last) in [
+            (1, 31),
+            (2, 28),
+            (3, 31),
+            (4, 30),
+            (5, 31),
+            (6, 30),
+            (7, 31),
+            (8, 31),
+            (9, 30),
+            (10, 31),
+            (11, 30),
+            (12, 31),
+        ] {
+            assert!(is_date(1, mm, 1), "01-{mm}-01");
+            assert!(is_date(1, mm, last), "01-{mm}-{last}");
+            assert!(!is_date(1, mm, last + 1), "01-{mm}-{}", last + 1);
+            assert!(!is_date(1, mm, 0), "01-{mm}-00");
+        }
+        for mm in [0, 13, 99] {
+            assert!(!is_date(1, mm, 1), "month {mm}");
+        }
+    }
+
+    #[test]
+    fn february_has_29_days_when_yy_is_a_multiple_of_4_and_28_otherwise() {
+        for yy in 0..100 {
+            assert!(is_date(yy, 2, 28), "{yy:02}-02-28");
+            assert_eq!(is_date(yy, 2, 29), yy % 4 == 0, "{yy:02}-02-29");
+            assert!(!is_date(yy, 2, 30), "{yy:02}-02-30");
+        }
+    }
+
+    /// The first twelve digits followed by their Luhn check digit, computed here without `luhn_valid`.
+    fn with_check_digit(first12: &str) -> String {
+        let sum: u32 = first12
+            .bytes()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = u32::from(b - b'0');
+                // Counted from the check digit, the prefix's last digit is the first one doubled.
+                if i % 2 == 0 {
+                    (d * 2) / 10 + (d * 2) % 10
+                } else {
+                    d
+                }
+            })
+            .sum();
+        format!("{first12}{}", (10 - sum % 10) % 10)
+    }
+
+    #[test]
+    fn with_strict_id_numbers_30_april_passes_and_31_april_or_30_february_does_not() {
+        let strict = |id: &str| {
+            validate(
+                &body(json!({"firstName": "A", "lastName": "B", "idNumber": id})),
+                true,
+            )
+            .map(|a| a.id_number)
+            .map_err(|e| e[0].code)
+        };
+        assert_eq!(with_check_digit("800101500908"), "8001015009087");
+        for date in ["900430", "010228", "000229", "991231"] {
+            let id = with_check_digit(&format!("{date}500908"));
+            assert_eq!(strict(&id), Ok(id.clone()), "{date}");
+        }
+        for date in ["900431", "010229", "000230", "900631", "900931", "901131"] {
+            let id = with_check_digit(&format!("{date}500908"));
+            assert_eq!(strict(&id), Err("invalid_date"), "{date}");
+        }
+    }
+
+    proptest! {
+        /// Any twelve digits with their check digit pass the Luhn check, and every other last digit fails.
+        #[test]
+        fn exactly_one_check_digit_passes_luhn(first12 in "[0-9]{12}") {
+            let id = with_check_digit(&first12);
+            prop_assert!(luhn_valid(id.as_bytes()), "{}", id);
+            for other in (b'0'..=b'9').filter(|d| *d != id.as_bytes()[12]) {
+                let mut wrong = id.clone().into_bytes();
+                wrong[12] = other;
+                prop_assert!(!luhn_valid(&wrong), "{}", String::from_utf8_lossy(&wrong));
+            }
+        }
+    }
 }

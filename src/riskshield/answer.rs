@@ -138,4 +138,57 @@ mod tests {
             );
         }
     }
+
+    /// The contract's range is 0..=100: both ends are scores, one past the top is not.
+    #[test]
+    fn a_score_of_exactly_100_is_accepted_and_101_is_not() {
+        assert_eq!(
+            classify(
+                StatusCode::OK,
+                None,
+                ok_body(r#"{"riskScore":100,"riskLevel":"CRITICAL"}"#)
+            ),
+            Ok(Score {
+                risk_score: 100,
+                risk_level: RiskLevel::Critical
+            })
+        );
+        assert_eq!(
+            classify(
+                StatusCode::OK,
+                None,
+                ok_body(r#"{"riskScore":0,"riskLevel":"LOW"}"#)
+            ),
+            Ok(Score {
+                risk_score: 0,
+                risk_level: RiskLevel::Low
+            })
+        );
+        assert!(matches!(
+            classify(
+                StatusCode::OK,
+                None,
+                ok_body(r#"{"riskScore":101,"riskLevel":"CRITICAL"}"#)
+            ),
+            Err(UpstreamError::InvalidResponse { .. })
+        ));
+    }
+
+    /// The README promises answers of up to 64 KiB: the bound is that, and an answer padded with ignored
+    /// fields to exactly the bound is still a score.
+    #[test]
+    fn answers_of_up_to_the_documented_64_kib_are_scores() {
+        assert_eq!(MAX_RESPONSE_BYTES, 65_536);
+        let (head, tail) = (r#"{"riskScore":7,"riskLevel":"LOW","pad":""#, r#""}"#);
+        let pad = " ".repeat(MAX_RESPONSE_BYTES - head.len() - tail.len());
+        let body = format!("{head}{pad}{tail}");
+        assert_eq!(body.len(), MAX_RESPONSE_BYTES);
+        assert_eq!(
+            classify(StatusCode::OK, None, Some(body.as_bytes())),
+            Ok(Score {
+                risk_score: 7,
+                risk_level: RiskLevel::Low
+            })
+        );
+    }
 }

@@ -301,4 +301,167 @@ mod tests {
         early.record(false);
         assert!(matches!(b.state(), State::Open { .. }));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_stays_open_until_the_last_instant_of_its_period() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(60));
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(60) - Duration::from_millis(1)).await;
+        assert!(b.is_open());
+        assert!(b.try_acquire().is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        // The period is over: readiness and the next caller agree that the probe may go.
+        assert!(!b.is_open());
+        let probe = b.try_acquire().expect("the half-open probe");
+        assert!(b.is_open());
+        drop(probe);
+    }
+
+    /// A call let through while closed and answered after the breaker opened again and sent its probe: its
+    /// failure is not the probe's, so it neither re-opens the breaker nor ends the probe.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_failure_does_not_decide_the_probe() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(10));
+        let early = b.try_acquire().expect("allowed while closed");
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = b.try_acquire().expect("probe");
+        early.record(true);
+        assert_eq!(
+            b.state(),
+            State::HalfOpen {
+                probe_in_flight: true
+            }
+        );
+        probe.record(false);
+        assert_eq!(b.state(), State::Closed { failures: 0 });
+        assert_eq!(b.transitions(), 3);
+    }
+
+    /// As above for a late success: only the probe's own success closes the breaker.
+    #[tokio::test(start_paused = true)]
+    async fn a_late_success_does_not_decide_the_probe() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(10));
+        let early = b.try_acquire().expect("allowed while closed");
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = b.try_acquire().expect("probe");
+        early.record(false);
+        assert_eq!(
+            b.state(),
+            State::HalfOpen {
+                probe_in_flight: true
+            }
+        );
+        probe.record(true);
+        assert!(matches!(b.state(), State::Open { .. }));
+        assert_eq!(b.transitions(), 3);
+    }
+
+    /// Only the probe's own permit frees the probe slot when dropped unrecorded; an older permit going away
+    /// must not let a second probe through.
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_permit_that_is_not_the_probe_keeps_the_probe_slot_taken() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(10));
+        let early = b.try_acquire().expect("allowed while closed");
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = b.try_acquire().expect("probe");
+        drop(early);
+        assert_eq!(
+            b.state(),
+            State::HalfOpen {
+                probe_in_flight: true
+            }
+        );
+        assert_eq!(b.try_acquire().map(|_| ()), Err(Duration::from_secs(1)));
+        drop(probe);
+        assert!(b.try_acquire().is_ok());
+    }
+
+    /// Log lines captured in memory, in the service's JSON line format.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        /// Collects this thread's events until the guard is dropped.
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let logs = self.clone();
+            tracing::subscriber::set_default(
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::INFO)
+                    .with_writer(move || logs.clone())
+                    .event_format(crate::telemetry::jsonline::JsonLines)
+                    .finish(),
+            )
+        }
+
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let text = self.0.lock().expect("log lock").clone();
+            text.split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| serde_json::from_slice(line).expect("a JSON line"))
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_changes_are_logged_with_the_textbook_state_names() {
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        let b = CircuitBreaker::new(1, Duration::from_secs(10));
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.try_acquire().expect("probe").record(false);
+        fail(&b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        b.try_acquire().expect("probe").record(true);
+        let changes: Vec<(String, String, String)> = logs
+            .lines()
+            .iter()
+            .filter(|line| line["message"] == "circuit breaker state change")
+            .map(|line| {
+                let text = |key: &str| line[key].as_str().unwrap_or_default().to_owned();
+                (text("level"), text("from"), text("to"))
+            })
+            .collect();
+        let expected = [
+            ("WARN", "closed", "open"),
+            ("INFO", "open", "half_open"),
+            ("INFO", "half_open", "closed"),
+            ("WARN", "closed", "open"),
+            ("INFO", "open", "half_open"),
+            ("WARN", "half_open", "open"),
+        ]
+        .map(|(level, from, to)| (level.to_owned(), from.to_owned(), to.to_owned()));
+        assert_eq!(changes, expected);
+        assert_eq!(b.transitions(), 6);
+    }
+
+    /// The circuit_breaker_state gauge's values, as the metrics help text and the contract give them.
+    #[tokio::test(start_paused = true)]
+    async fn the_gauge_reads_0_closed_1_open_2_half_open() {
+        let b = CircuitBreaker::new(1, Duration::from_secs(10));
+        assert_eq!(b.state().code(), 0);
+        fail(&b);
+        assert_eq!(b.state().code(), 1);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let probe = b.try_acquire().expect("probe");
+        assert_eq!(b.state().code(), 2);
+        probe.record(false);
+        assert_eq!(b.state().code(), 0);
+    }
 }

@@ -68,4 +68,50 @@ mod tests {
             }
         }
     }
+
+    fn policy(base_delay: Duration) -> RetryPolicy {
+        RetryPolicy {
+            attempt_timeout: Duration::from_secs(1),
+            max_attempts: 10,
+            base_delay,
+        }
+    }
+
+    /// With the generator seeded, the wait is exactly the drawn share of the ceiling, and the ceiling is
+    /// `base × 2^(retry-1)` up to the cap: 100, 200, 400 ms, …, then 10 s from the eighth retry on.
+    #[test]
+    fn backoff_is_a_random_share_of_a_ceiling_that_doubles_each_retry() {
+        let policy = policy(Duration::from_millis(100));
+        let ceilings_ms = [
+            100, 200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000, 10_000, 10_000, 10_000,
+        ];
+        for (retry, ceiling_ms) in (1u32..).zip(ceilings_ms) {
+            fastrand::seed(u64::from(retry));
+            let share = fastrand::f64();
+            fastrand::seed(u64::from(retry));
+            assert_eq!(
+                policy.backoff(retry),
+                Duration::from_millis(ceiling_ms).mul_f64(share),
+                "retry {retry}"
+            );
+        }
+        // Far past the cap (the shift is bounded, nothing overflows) the ceiling stays 10 s.
+        fastrand::seed(99);
+        let share = fastrand::f64();
+        fastrand::seed(99);
+        assert_eq!(policy.backoff(u32::MAX), MAX_RETRY_DELAY.mul_f64(share));
+    }
+
+    /// Full jitter spreads the waits over the whole range below the ceiling: they are not all zero, nor all
+    /// the ceiling.
+    #[test]
+    fn backoff_is_never_always_zero_and_spreads_below_its_ceiling() {
+        let policy = policy(Duration::from_secs(1));
+        fastrand::seed(7);
+        let ceiling = Duration::from_secs(4);
+        let waits: Vec<Duration> = (0..1_000).map(|_| policy.backoff(3)).collect();
+        assert!(waits.iter().all(|w| *w <= ceiling));
+        assert!(waits.iter().any(|w| *w > ceiling * 3 / 4), "{waits:?}");
+        assert!(waits.iter().any(|w| *w < ceiling / 4), "{waits:?}");
+    }
 }
