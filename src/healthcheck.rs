@@ -12,6 +12,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 
 use crate::config::parse::{parse_host, parse_port};
+use crate::config::settings::default_text;
 
 /// What to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,29 +108,34 @@ async fn exchange(probe: &Probe) -> Result<StatusCode, String> {
     Ok(response.status())
 }
 
-/// Where `healthcheck` connects: HOST/PORT with the unspecified addresses mapped to loopback, because a probe
-/// inside the container must reach the server on the loopback interface.
+/// Where `healthcheck` connects: HOST/PORT (unset or empty: the server's defaults from the settings table),
+/// with the unspecified addresses mapped to loopback, because a probe inside the container must reach the
+/// server on the loopback interface.
 pub fn probe_addr(host: Option<&str>, port: Option<&str>) -> Result<SocketAddr, Vec<String>> {
-    let mut errors = Vec::new();
-    let host = match host.map(str::trim).filter(|h| !h.is_empty()) {
-        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some(h) => parse_host(h).unwrap_or_else(|why| {
-            errors.push(format!("HOST: {why} (got {h:?})"));
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }),
+    let given_or_default = |value: Option<&str>, name: &str| {
+        value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .or_else(|| default_text(name))
+            .unwrap_or_default()
+            .to_owned()
     };
+    let mut errors = Vec::new();
+    let host = given_or_default(host, "HOST");
+    let host = parse_host(&host).unwrap_or_else(|why| {
+        errors.push(format!("HOST: {why} (got {host:?})"));
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    });
     let host = match host {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         other => other,
     };
-    let port = match port.map(str::trim).filter(|p| !p.is_empty()) {
-        None => 8080,
-        Some(p) => parse_port(p).unwrap_or_else(|why| {
-            errors.push(format!("PORT: {why} (got {p:?})"));
-            0
-        }),
-    };
+    let port = given_or_default(port, "PORT");
+    let port = parse_port(&port).unwrap_or_else(|why| {
+        errors.push(format!("PORT: {why} (got {port:?})"));
+        0
+    });
     if errors.is_empty() {
         Ok((host, port).into())
     } else {

@@ -40,6 +40,9 @@ fn main() -> ExitCode {
 /// Reads the configuration as `serve` does (same error lines, exit 64), runs the checks on a single-threaded
 /// runtime, prints the report, and exits 1 if any check failed. Logging stays off: stdout is the report.
 fn run_diagnose(args: &DiagnoseArgs) -> ExitCode {
+    if let Some(warning) = args.serve.key_warning() {
+        eprintln!("applicant-validator: {warning}");
+    }
     let config = match args.serve.config() {
         Ok(config) => config,
         Err(errors) => {
@@ -107,6 +110,9 @@ fn run_healthcheck(args: &HealthcheckArgs) -> ExitCode {
 }
 
 fn run_serve(args: &ServeArgs) -> ExitCode {
+    if let Some(warning) = args.key_warning() {
+        eprintln!("applicant-validator: {warning}");
+    }
     let config = match args.config() {
         Ok(config) => config,
         Err(errors) => {

@@ -45,14 +45,15 @@ pub fn root_store(extra: &[CertificateDer<'static>]) -> Result<RootCertStore, Ou
     Ok(roots)
 }
 
-/// The TLS algorithms the service offers and accepts, on ring: rustls's defaults minus ChaCha20-Poly1305 and
-/// Ed25519.
+/// The TLS algorithms the service offers and accepts, on ring: rustls's defaults minus ChaCha20-Poly1305,
+/// Ed25519 and X25519.
 ///
 /// Every endpoint the service calls (RiskShield, Key Vault, Entra ID) negotiates AES-GCM, which x86_64 runs in
-/// hardware, and public CAs issue no Ed25519 certificates. TLS 1.3 and 1.2, X25519/P-256/P-384 key exchange and
-/// ECDSA/RSA signatures stay as rustls ships them. The service never presents a client certificate, so the
-/// provider loads no private keys. Together this drops about 160 KB from the static binary (docs/container.md,
-/// size table).
+/// hardware, and public CAs issue no Ed25519 certificates. Key exchange is P-256 (which TLS 1.3 makes every
+/// server implement) or P-384; X25519 would add its own curve code and tables for handshakes that pooled
+/// connections make rarely. TLS 1.3 and 1.2 and ECDSA/RSA signatures stay as rustls ships them. The service
+/// never presents a client certificate, so the provider loads no private keys. Together this drops about 260 KB
+/// from the static binary (docs/container.md, size table).
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
     use rustls::crypto::ring::{cipher_suite, kx_group};
     rustls::crypto::CryptoProvider {
@@ -64,7 +65,7 @@ pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
             cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         ],
-        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        kx_groups: vec![kx_group::SECP256R1, kx_group::SECP384R1],
         signature_verification_algorithms: SIGNATURE_ALGORITHMS,
         secure_random: &RingRandom,
         key_provider: &NoClientKeys,

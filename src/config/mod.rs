@@ -1,15 +1,17 @@
 //! Configuration: every setting of `serve`, parsed and validated once, every problem reported at once.
 //!
-//! The command line ([`crate::cli`]) only collects raw strings; [`Config::from_lookup`] parses all of them itself
-//! so that *every* problem is reported at once (a command-line parser would stop at the first), and so that tests can build a
+//! The settings are declared once, in [`settings`]: name, flag, default and help. The command line
+//! ([`crate::cli`]) only collects raw strings; [`Config::from_lookup`] parses all of them itself so that *every*
+//! problem is reported at once (a command-line parser would stop at the first), and so that tests can build a
 //! configuration from a plain map without touching the process environment. The value parsers live in
 //! [`parse`].
 
 pub(crate) mod parse;
+pub mod settings;
 mod url;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -17,18 +19,16 @@ use rustls_pki_types::CertificateDer;
 
 use crate::domain::ApiKey;
 use parse::{
-    Reader, parse_bool, parse_cors, parse_host, parse_level, parse_port, parse_vault_url,
+    Reader, number, parse_bool, parse_cors, parse_host, parse_level, parse_port, parse_vault_url,
     read_pem_roots,
 };
 pub use parse::{is_loopback_host, parse_duration};
+pub use settings::SETTINGS;
 pub use url::RiskShieldUrl;
 use url::{check_issuer, check_upstream_url};
 
 /// Exit code for invalid configuration or usage (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
-
-/// Default vendor endpoint, from the vendor's documentation.
-pub const DEFAULT_RISKSHIELD_URL: &str = "https://api.riskshield.com/v1";
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,84 +145,76 @@ fn is_prod(environment: &str) -> bool {
 
 impl Config {
     /// Reads the configuration from `lookup` (an environment-variable name to its value) and reports every
-    /// problem at once. Each section has its reader; they share one [`Reader`], which collects the problems.
+    /// problem at once. Each section has its reader; they share one [`Reader`], which collects the problems,
+    /// and a section is `None` only when one of them is among those problems.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
-        let mut r = Reader {
-            lookup,
-            errors: Vec::new(),
-        };
-        let environment = r.raw("ENVIRONMENT").unwrap_or_else(|| "dev".into());
-        let prod = is_prod(&environment);
-        let Serving {
-            host,
-            port,
-            header_read_timeout,
-            max_header_bytes,
-            send_timeout,
-            max_connections,
-            workers,
-            shutdown_delay,
-            shutdown_grace,
-        } = read_serving(&mut r);
-        let (log_level, log_format) = read_logging(&mut r);
-        let (key_source, demo_mode) = read_key_source(&mut r, &environment, prod);
-        let RiskShield {
-            url: riskshield_api_url,
-            connect_timeout,
-            attempt_timeout,
-            max_attempts,
-            retry_base_delay,
-            circuit_failure_threshold,
-            circuit_open_duration,
-        } = read_riskshield(&mut r, prod);
-        let Requests {
-            request_timeout,
-            max_body_bytes,
-            cors_origins,
-            id_number_strict,
-            rate_limit_per_minute,
-            rate_limit_burst,
-            trusted_proxy_hops,
-        } = read_requests(&mut r);
-        let extra_ca_certs = r.parse("EXTRA_CA_CERTS", Vec::new(), read_pem_roots);
-        let metrics_enabled = r.flag("METRICS_ENABLED", true);
+        let mut r = Reader::new(lookup);
+        let environment = r.get("ENVIRONMENT", |v| Ok(v.to_owned()));
+        let prod = environment.as_deref().is_some_and(is_prod);
+        let serving = read_serving(&mut r);
+        let logging = read_logging(&mut r);
+        let keys = read_key_source(&mut r, environment.as_deref().unwrap_or_default(), prod);
+        let riskshield = read_riskshield(&mut r, prod);
+        let requests = read_requests(&mut r);
+        let extra_ca_certs = r
+            .given("EXTRA_CA_CERTS", read_pem_roots)
+            .unwrap_or_default();
+        let metrics_enabled = r.get("METRICS_ENABLED", parse_bool);
         let auth = read_auth(&mut r, prod);
 
-        let (Some(riskshield_api_url), true) = (riskshield_api_url, r.errors.is_empty()) else {
-            // An invalid RISKSHIELD_API_URL has its line among the errors; the default always parses.
+        let (
+            Some(environment),
+            Some(serving),
+            Some((log_level, log_format)),
+            Some((key_source, demo_mode)),
+            Some(riskshield),
+            Some(requests),
+            Some(metrics_enabled),
+            true,
+        ) = (
+            environment,
+            serving,
+            logging,
+            keys,
+            riskshield,
+            requests,
+            metrics_enabled,
+            r.errors.is_empty(),
+        )
+        else {
             return Err(ConfigErrors(r.errors));
         };
         Ok(Config {
-            host,
-            port,
+            host: serving.host,
+            port: serving.port,
             environment,
             log_level,
             log_format,
             key_source,
             demo_mode,
-            riskshield_api_url,
-            connect_timeout,
-            attempt_timeout,
-            max_attempts,
-            retry_base_delay,
-            circuit_failure_threshold,
-            circuit_open_duration,
-            request_timeout,
-            max_body_bytes,
-            shutdown_grace,
-            cors_origins,
-            id_number_strict,
+            riskshield_api_url: riskshield.url,
+            connect_timeout: riskshield.connect_timeout,
+            attempt_timeout: riskshield.attempt_timeout,
+            max_attempts: riskshield.max_attempts,
+            retry_base_delay: riskshield.retry_base_delay,
+            circuit_failure_threshold: riskshield.circuit_failure_threshold,
+            circuit_open_duration: riskshield.circuit_open_duration,
+            request_timeout: requests.request_timeout,
+            max_body_bytes: requests.max_body_bytes,
+            shutdown_grace: serving.shutdown_grace,
+            cors_origins: requests.cors_origins,
+            id_number_strict: requests.id_number_strict,
             extra_ca_certs,
             metrics_enabled,
-            rate_limit_per_minute,
-            rate_limit_burst,
-            trusted_proxy_hops,
-            header_read_timeout,
-            max_header_bytes,
-            send_timeout,
-            max_connections,
-            workers,
-            shutdown_delay,
+            rate_limit_per_minute: requests.rate_limit_per_minute,
+            rate_limit_burst: requests.rate_limit_burst,
+            trusted_proxy_hops: requests.trusted_proxy_hops,
+            header_read_timeout: serving.header_read_timeout,
+            max_header_bytes: serving.max_header_bytes,
+            send_timeout: serving.send_timeout,
+            max_connections: serving.max_connections,
+            workers: serving.workers,
+            shutdown_delay: serving.shutdown_delay,
             auth,
         })
     }
@@ -241,37 +233,51 @@ struct Serving {
     shutdown_grace: Duration,
 }
 
-fn read_serving<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Serving {
-    Serving {
-        host: r.parse("HOST", IpAddr::V4(Ipv4Addr::UNSPECIFIED), parse_host),
-        port: r.parse("PORT", 8080, parse_port),
-        header_read_timeout: r.duration("HEADER_READ_TIMEOUT", Duration::from_secs(10)),
-        // hyper's read buffer cannot be smaller than 8 KiB.
-        max_header_bytes: r.number("MAX_HEADER_BYTES", 16_384usize, 8192, 1024 * 1024),
-        send_timeout: r.duration("SEND_TIMEOUT", Duration::from_secs(30)),
-        max_connections: r.number("MAX_CONNECTIONS", 4096usize, 1, 1_000_000),
-        workers: r.number("WORKERS", default_workers(), 1, 1024),
-        shutdown_delay: r.parse("SHUTDOWN_DELAY", Duration::ZERO, |v| {
-            // Zero is this setting's default ("close at once"), so unlike the timeouts it is accepted.
-            match humantime::parse_duration(v) {
-                Ok(d) if d.is_zero() => Ok(d),
-                _ => parse_duration(v),
-            }
-        }),
-        shutdown_grace: r.duration("SHUTDOWN_GRACE", Duration::from_secs(8)),
-    }
-}
-
-fn read_logging<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> (tracing::Level, LogFormat) {
-    let level = r.parse("LOG_LEVEL", tracing::Level::INFO, parse_level);
-    let format = r.parse("LOG_FORMAT", LogFormat::Json, |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "json" => Ok(LogFormat::Json),
-            "pretty" | "text" => Ok(LogFormat::Pretty),
-            _ => Err("must be json or pretty".into()),
+fn read_serving<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Option<Serving> {
+    let host = r.get("HOST", parse_host);
+    let port = r.get("PORT", parse_port);
+    let header_read_timeout = r.get("HEADER_READ_TIMEOUT", parse_duration);
+    // hyper's read buffer cannot be smaller than 8 KiB.
+    let max_header_bytes = r.get("MAX_HEADER_BYTES", number(8192usize, 1024 * 1024));
+    let send_timeout = r.get("SEND_TIMEOUT", parse_duration);
+    let max_connections = r.get("MAX_CONNECTIONS", number(1usize, 1_000_000));
+    let workers = r.given("WORKERS", number(1usize, 1024));
+    let shutdown_delay = r.get("SHUTDOWN_DELAY", |v| {
+        // Zero is this setting's default ("close at once"), so unlike the timeouts it is accepted.
+        match humantime::parse_duration(v) {
+            Ok(d) if d.is_zero() => Ok(d),
+            _ => parse_duration(v),
         }
     });
-    (level, format)
+    let shutdown_grace = r.get("SHUTDOWN_GRACE", parse_duration);
+    Some(Serving {
+        host: host?,
+        port: port?,
+        header_read_timeout: header_read_timeout?,
+        max_header_bytes: max_header_bytes?,
+        send_timeout: send_timeout?,
+        max_connections: max_connections?,
+        workers: workers.unwrap_or_else(one_per_cpu),
+        shutdown_delay: shutdown_delay?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+/// WORKERS when it is not given.
+fn one_per_cpu() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+fn read_logging<F: Fn(&str) -> Option<String>>(
+    r: &mut Reader<F>,
+) -> Option<(tracing::Level, LogFormat)> {
+    let level = r.get("LOG_LEVEL", parse_level);
+    let format = r.get("LOG_FORMAT", |v| match v.to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "pretty" | "text" => Ok(LogFormat::Pretty),
+        _ => Err("must be json or pretty".into()),
+    });
+    Some((level?, format?))
 }
 
 /// Where the API key comes from, and whether the service runs in demo mode (`None` as the source then).
@@ -279,23 +285,19 @@ fn read_key_source<F: Fn(&str) -> Option<String>>(
     r: &mut Reader<F>,
     environment: &str,
     prod: bool,
-) -> (Option<KeySourceConfig>, bool) {
-    let secret_cache_ttl = r.duration("SECRET_CACHE_TTL", Duration::from_secs(300));
-    let vault_url = r.parse("KEY_VAULT_URL", None, |v| parse_vault_url(v).map(Some));
+) -> Option<(Option<KeySourceConfig>, bool)> {
+    let secret_cache_ttl = r.get("SECRET_CACHE_TTL", parse_duration);
+    let vault_url = r.given("KEY_VAULT_URL", parse_vault_url);
     let vault_set = r.raw("KEY_VAULT_URL").is_some();
-    let secret_name = r.parse(
-        "RISKSHIELD_API_KEY_SECRET_NAME",
-        "RISKSHIELD-API-KEY".to_string(),
-        |v| {
-            if v.len() <= 127 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                Ok(v.to_owned())
-            } else {
-                Err("must be 1-127 letters, digits and hyphens".into())
-            }
-        },
-    );
+    let secret_name = r.get("RISKSHIELD_API_KEY_SECRET_NAME", |v| {
+        if v.len() <= 127 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            Ok(v.to_owned())
+        } else {
+            Err("must be 1-127 letters, digits and hyphens".into())
+        }
+    });
     let env_key = r.raw("RISKSHIELD_API_KEY");
-    // Checked only where it is used (no vault); the message must not repeat the key, so no `r.parse`.
+    // Checked only where it is used (no vault); the message must not repeat the key, so no `r.given`.
     let env_key = match env_key.as_deref().map(ApiKey::parse) {
         Some(Err(why)) if !vault_set => {
             r.errors
@@ -306,16 +308,15 @@ fn read_key_source<F: Fn(&str) -> Option<String>>(
         _ => None,
     };
     let env_key_set = r.raw("RISKSHIELD_API_KEY").is_some();
-    let demo_setting = r.parse("DEMO_MODE", None, |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "auto" => Ok(None),
-            other => parse_bool(other)
-                .map(Some)
-                .map_err(|_| "must be auto, true or false".into()),
-        }
+    // `None` inside: auto.
+    let demo_setting = r.get("DEMO_MODE", |v| match v.to_ascii_lowercase().as_str() {
+        "auto" => Ok(None),
+        other => parse_bool(other)
+            .map(Some)
+            .map_err(|_| "must be auto, true or false".into()),
     });
     let has_credentials = vault_set || env_key_set;
-    let demo_mode = demo_setting.unwrap_or(!has_credentials && !prod);
+    let demo_mode = demo_setting.flatten().unwrap_or(!has_credentials && !prod);
     if prod && (demo_mode || !has_credentials) {
         r.errors.push(format!(
             "DEMO_MODE: demo mode is refused when ENVIRONMENT={environment}; set KEY_VAULT_URL or RISKSHIELD_API_KEY"
@@ -326,6 +327,7 @@ fn read_key_source<F: Fn(&str) -> Option<String>>(
                 .into(),
         );
     }
+    let (secret_cache_ttl, secret_name) = (secret_cache_ttl?, secret_name?);
     let key_source = match (vault_url, env_key) {
         _ if demo_mode => None,
         (Some(url), _) => Some(KeySourceConfig::Vault {
@@ -336,13 +338,12 @@ fn read_key_source<F: Fn(&str) -> Option<String>>(
         (None, Some(key)) => Some(KeySourceConfig::Env(key)),
         (None, None) => None,
     };
-    (key_source, demo_mode)
+    Some((key_source, demo_mode))
 }
 
 /// The vendor: its URL, timeouts, retries and breaker.
 struct RiskShield {
-    /// `None` only when RISKSHIELD_API_URL was refused (its problem is among the errors).
-    url: Option<RiskShieldUrl>,
+    url: RiskShieldUrl,
     connect_timeout: Duration,
     attempt_timeout: Duration,
     max_attempts: u32,
@@ -351,20 +352,32 @@ struct RiskShield {
     circuit_open_duration: Duration,
 }
 
-fn read_riskshield<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> RiskShield {
-    let allow_insecure = r.flag("ALLOW_INSECURE_UPSTREAM", false);
-    let url = r.parse("RISKSHIELD_API_URL", None, |v| {
-        check_upstream_url(v, prod, allow_insecure).map(Some)
+fn read_riskshield<F: Fn(&str) -> Option<String>>(
+    r: &mut Reader<F>,
+    prod: bool,
+) -> Option<RiskShield> {
+    // While ALLOW_INSECURE_UPSTREAM is itself refused, the URL is judged by the stricter rule.
+    let allow_insecure = r
+        .get("ALLOW_INSECURE_UPSTREAM", parse_bool)
+        .unwrap_or(false);
+    let url = r.get("RISKSHIELD_API_URL", |v| {
+        check_upstream_url(v, prod, allow_insecure)
     });
-    RiskShield {
-        url: url.or_else(|| RiskShieldUrl::parse(DEFAULT_RISKSHIELD_URL).ok()),
-        connect_timeout: r.duration("RISKSHIELD_CONNECT_TIMEOUT", Duration::from_secs(5)),
-        attempt_timeout: r.duration("RISKSHIELD_TIMEOUT", Duration::from_secs(10)),
-        max_attempts: r.number("RISKSHIELD_MAX_ATTEMPTS", 3u32, 1, 10),
-        retry_base_delay: r.duration("RISKSHIELD_RETRY_BASE_DELAY", Duration::from_secs(1)),
-        circuit_failure_threshold: r.number("CIRCUIT_FAILURE_THRESHOLD", 5u32, 1, 1_000_000),
-        circuit_open_duration: r.duration("CIRCUIT_OPEN_DURATION", Duration::from_secs(60)),
-    }
+    let connect_timeout = r.get("RISKSHIELD_CONNECT_TIMEOUT", parse_duration);
+    let attempt_timeout = r.get("RISKSHIELD_TIMEOUT", parse_duration);
+    let max_attempts = r.get("RISKSHIELD_MAX_ATTEMPTS", number(1u32, 10));
+    let retry_base_delay = r.get("RISKSHIELD_RETRY_BASE_DELAY", parse_duration);
+    let circuit_failure_threshold = r.get("CIRCUIT_FAILURE_THRESHOLD", number(1u32, 1_000_000));
+    let circuit_open_duration = r.get("CIRCUIT_OPEN_DURATION", parse_duration);
+    Some(RiskShield {
+        url: url?,
+        connect_timeout: connect_timeout?,
+        attempt_timeout: attempt_timeout?,
+        max_attempts: max_attempts?,
+        retry_base_delay: retry_base_delay?,
+        circuit_failure_threshold: circuit_failure_threshold?,
+        circuit_open_duration: circuit_open_duration?,
+    })
 }
 
 /// What an inbound request may cost and who may send it: deadline, body size, CORS, the ID check, the rate
@@ -379,56 +392,50 @@ struct Requests {
     trusted_proxy_hops: u32,
 }
 
-fn read_requests<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Requests {
-    let request_timeout = r.duration("REQUEST_TIMEOUT", Duration::from_secs(30));
-    let max_body_bytes = r.number("MAX_BODY_BYTES", 16_384usize, 1, 64 * 1024 * 1024);
-    let cors_origins = r.parse("CORS_ORIGINS", CorsOrigins::Any, parse_cors);
-    let id_number_strict = r.flag("ID_NUMBER_STRICT", false);
-    let rate_limit_per_minute = r.number("RATE_LIMIT_PER_MINUTE", 0u32, 0, 1_000_000_000);
-    let rate_limit_burst = r.number("RATE_LIMIT_BURST", rate_limit_per_minute, 0, 1_000_000_000);
-    if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
+fn read_requests<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>) -> Option<Requests> {
+    let request_timeout = r.get("REQUEST_TIMEOUT", parse_duration);
+    let max_body_bytes = r.get("MAX_BODY_BYTES", number(1usize, 64 * 1024 * 1024));
+    let cors_origins = r.get("CORS_ORIGINS", parse_cors);
+    let id_number_strict = r.get("ID_NUMBER_STRICT", parse_bool);
+    let rate_limit_per_minute = r.get("RATE_LIMIT_PER_MINUTE", number(0u32, 1_000_000_000));
+    let rate_limit_burst = r
+        .given("RATE_LIMIT_BURST", number(0u32, 1_000_000_000))
+        .or(rate_limit_per_minute);
+    if rate_limit_per_minute.is_some_and(|n| n > 0) && rate_limit_burst == Some(0) {
         r.errors
             .push("RATE_LIMIT_BURST: must be at least 1 when RATE_LIMIT_PER_MINUTE is set".into());
     }
-    let trusted_proxy_hops = r.number("TRUSTED_PROXY_HOPS", 0u32, 0, 16);
+    let trusted_proxy_hops = r.get("TRUSTED_PROXY_HOPS", number(0u32, 16));
     if r.raw("TRUST_FORWARDED_FOR").is_some() {
         r.errors.push(
             "TRUST_FORWARDED_FOR: replaced by TRUSTED_PROXY_HOPS (the number of proxies in front that append to X-Forwarded-For, e.g. 1 behind Container Apps ingress); unset TRUST_FORWARDED_FOR"
                 .into(),
         );
     }
-    Requests {
-        request_timeout,
-        max_body_bytes,
-        cors_origins,
-        id_number_strict,
-        rate_limit_per_minute,
-        rate_limit_burst,
-        trusted_proxy_hops,
-    }
-}
-
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    Some(Requests {
+        request_timeout: request_timeout?,
+        max_body_bytes: max_body_bytes?,
+        cors_origins: cors_origins?,
+        id_number_strict: id_number_strict?,
+        rate_limit_per_minute: rate_limit_per_minute?,
+        rate_limit_burst: rate_limit_burst?,
+        trusted_proxy_hops: trusted_proxy_hops?,
+    })
 }
 
 /// The AUTH_* block. With AUTH_MODE=off the other variables must be unset: an operator who sets an issuer
-/// but forgets the mode would otherwise believe validations are protected while they are not.
+/// but forgets the mode would otherwise believe validations are protected while they are not. `None`: off
+/// (or refused, with the problem recorded).
 fn read_auth<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> Option<AuthConfig> {
-    let entra = r.parse("AUTH_MODE", false, |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "off" => Ok(false),
-            "entra" => Ok(true),
-            _ => Err("must be off or entra".into()),
-        }
+    let entra = r.get("AUTH_MODE", |v| match v.to_ascii_lowercase().as_str() {
+        "off" => Ok(false),
+        "entra" => Ok(true),
+        _ => Err("must be off or entra".into()),
     });
     const DEPENDENT: [&str; 3] = ["AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_REQUIRED_ROLE"];
-    if !entra {
-        let mode_valid = r
-            .raw("AUTH_MODE")
-            .is_none_or(|v| v.eq_ignore_ascii_case("off"));
+    if entra != Some(true) {
         for name in DEPENDENT {
-            if mode_valid && r.raw(name).is_some() {
+            if entra == Some(false) && r.raw(name).is_some() {
                 r.errors.push(format!(
                     "{name}: set, but AUTH_MODE is off; set AUTH_MODE=entra to require tokens, or unset {name}"
                 ));
@@ -444,7 +451,7 @@ fn read_auth<F: Fn(&str) -> Option<String>>(r: &mut Reader<F>, prod: bool) -> Op
             );
             None
         }
-        Some(_) => r.parse("AUTH_ISSUER", None, |v| check_issuer(v, prod).map(Some)),
+        Some(_) => r.given("AUTH_ISSUER", |v| check_issuer(v, prod)),
     };
     let audiences: Vec<String> = r
         .raw("AUTH_AUDIENCE")
@@ -495,10 +502,53 @@ mod tests {
         assert!(c.demo_mode);
         assert!(c.key_source.is_none());
         assert_eq!(c.port, 8080);
-        assert_eq!(c.riskshield_api_url.as_str(), DEFAULT_RISKSHIELD_URL);
+        assert_eq!(
+            c.riskshield_api_url.as_str(),
+            "https://api.riskshield.com/v1"
+        );
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.cors_origins, CorsOrigins::Any);
+    }
+
+    /// A reader that falls back to a value of its own instead of the table's default text would make the
+    /// service disagree with `--help` and the README: giving each default text explicitly must change nothing.
+    #[test]
+    fn each_default_is_the_one_the_settings_table_declares() {
+        let defaults = format!("{:?}", config(&[]).expect("the defaults are valid"));
+        for s in SETTINGS {
+            if let settings::DefaultValue::Text(text) = s.default {
+                let given = config(&[(s.env, text)]).expect("a default given explicitly is valid");
+                assert_eq!(format!("{given:?}"), defaults, "{}={text}", s.env);
+            }
+        }
+    }
+
+    #[test]
+    fn the_configuration_reads_exactly_the_declared_settings() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("the defaults are valid");
+        let asked = asked.into_inner();
+        let declared: std::collections::BTreeSet<String> =
+            SETTINGS.iter().map(|s| s.env.to_owned()).collect();
+        assert!(
+            asked == declared,
+            "read but not in the settings table: {:?}; in the table but never read: {:?}",
+            asked.difference(&declared).collect::<Vec<_>>(),
+            declared.difference(&asked).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_setting_without_a_default_text_is_reported_not_guessed() {
+        let mut r = Reader::new(|_: &str| None);
+        assert_eq!(r.get("NOT_A_SETTING", |v| Ok(v.to_owned())), None);
+        assert_eq!(r.get("KEY_VAULT_URL", |v| Ok(v.to_owned())), None);
+        assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
     }
 
     #[test]

@@ -12,13 +12,20 @@ use rustls_pki_types::pem::PemObject;
 
 use super::CorsOrigins;
 
-/// Collects parse results and problems while the configuration is read.
+/// Reads settings by name and collects every problem found, so that all of them are reported at once.
 pub(super) struct Reader<F> {
-    pub(super) lookup: F,
+    lookup: F,
     pub(super) errors: Vec<String>,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    pub(super) fn new(lookup: F) -> Self {
+        Self {
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+
     /// The trimmed value of `name`, `None` when unset or empty (an empty variable means "use the default").
     pub(super) fn raw(&self, name: &str) -> Option<String> {
         (self.lookup)(name)
@@ -26,40 +33,60 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             .filter(|v| !v.is_empty())
     }
 
-    pub(super) fn parse<T>(
+    /// The value given for `name`, parsed: for settings without a default text. `None` when none was given,
+    /// or when it was refused (the problem is recorded).
+    pub(super) fn given<T>(
         &mut self,
         name: &str,
-        default: T,
         parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        match self.raw(name) {
-            None => default,
-            Some(value) => match parse(&value) {
-                Ok(parsed) => parsed,
-                Err(why) => {
-                    self.errors.push(format!("{name}: {why} (got {value:?})"));
-                    default
-                }
-            },
+    ) -> Option<T> {
+        let value = self.raw(name)?;
+        match parse(&value) {
+            Ok(parsed) => Some(parsed),
+            Err(why) => {
+                self.errors.push(format!("{name}: {why} (got {value:?})"));
+                None
+            }
         }
     }
 
-    pub(super) fn duration(&mut self, name: &str, default: Duration) -> Duration {
-        self.parse(name, default, parse_duration)
+    /// The value of `name`: the one given, or else its default text from [`SETTINGS`](super::SETTINGS), read
+    /// by the same parser, so a default obeys the rules a given value does. `None` only with a problem
+    /// recorded: a refused value, or a setting without a default text (a mistake in the table).
+    pub(super) fn get<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        if self.raw(name).is_some() {
+            return self.given(name, parse);
+        }
+        let Some(default) = super::settings::default_text(name) else {
+            self.errors.push(format!(
+                "{name}: the settings table declares no default text to read"
+            ));
+            return None;
+        };
+        match parse(default) {
+            Ok(parsed) => Some(parsed),
+            Err(why) => {
+                self.errors.push(format!(
+                    "{name}: the built-in default {default:?} is refused: {why}"
+                ));
+                None
+            }
+        }
     }
+}
 
-    pub(super) fn number<T>(&mut self, name: &str, default: T, min: T, max: T) -> T
-    where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        self.parse(name, default, |v| match v.parse::<T>() {
-            Ok(n) if n >= min && n <= max => Ok(n),
-            _ => Err(format!("must be a whole number from {min} to {max}")),
-        })
-    }
-
-    pub(super) fn flag(&mut self, name: &str, default: bool) -> bool {
-        self.parse(name, default, parse_bool)
+/// A parser for whole numbers from `min` to `max`.
+pub(super) fn number<T>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    move |v| match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
     }
 }
 

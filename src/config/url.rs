@@ -153,11 +153,10 @@ pub(super) fn check_upstream_url(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_RISKSHIELD_URL;
 
     #[test]
     fn the_riskshield_url_gives_the_score_target_and_host_header() {
-        let url = RiskShieldUrl::parse(DEFAULT_RISKSHIELD_URL).expect("the default parses");
+        let url = RiskShieldUrl::parse("https://api.riskshield.com/v1").expect("parses");
         assert_eq!(url.as_str(), "https://api.riskshield.com/v1");
         assert_eq!(url.score(), "https://api.riskshield.com/v1/score");
         assert_eq!(url.target().as_str(), "/v1/score");

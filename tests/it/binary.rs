@@ -48,6 +48,12 @@ async fn version_and_help() {
     let (code, out, _) = run(&["healthcheck", "--help"], &[]).await;
     assert_eq!(code, 0);
     assert!(out.contains("--timeout") && out.contains("--url"));
+    let (code, help_serve, _) = run(&["help", "serve"], &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        help_serve.contains("env: RISKSHIELD_API_KEY"),
+        "{help_serve}"
+    );
 }
 
 #[tokio::test]
@@ -112,11 +118,98 @@ async fn plain_http_upstream_is_refused_in_prod() {
 }
 
 #[tokio::test]
-async fn usage_errors_exit_64_for_serve_and_never_2() {
-    let (code, _, _) = run(&["serve", "--no-such-flag"], &[]).await;
-    assert_eq!(code, 64);
-    let (code, _, _) = run(&["frobnicate"], &[]).await;
-    assert_eq!(code, 64);
+async fn usage_errors_exit_64_with_the_problem_and_the_usage_line() {
+    for (args, names, usage) in [
+        (
+            &["serve", "--no-such-flag"][..],
+            "'--no-such-flag'",
+            "Usage: applicant-validator serve [OPTIONS]",
+        ),
+        (
+            &["serve", "--port"],
+            "'--port <PORT>'",
+            "Usage: applicant-validator serve [OPTIONS]",
+        ),
+        (
+            &["frobnicate"],
+            "'frobnicate'",
+            "Usage: applicant-validator <COMMAND>",
+        ),
+        (
+            &["help", "serve", "extra"],
+            "'extra'",
+            "Usage: applicant-validator serve [OPTIONS]",
+        ),
+        (
+            &[],
+            "requires a subcommand",
+            "Usage: applicant-validator <COMMAND>",
+        ),
+    ] {
+        let (code, out, err) = run(args, &[]).await;
+        assert_eq!(code, 64, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains(names), "{args:?}: {err}");
+        assert!(err.contains(usage), "{args:?}: {err}");
+    }
+    // Without a subcommand, the subcommands are named too.
+    let (_, _, err) = run(&[], &[]).await;
+    assert!(err.contains("serve, healthcheck, diagnose"), "{err}");
+}
+
+/// The configuration `diagnose` would run with, from its `config` check: a flag, its variable, or the default.
+async fn effective_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut argv = vec!["diagnose", "--json"];
+    argv.extend_from_slice(args);
+    let (code, out, err) = run(&argv, env).await;
+    assert_eq!(code, 0, "{args:?} {env:?}: {err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&out).expect("diagnose --json prints JSON");
+    report["checks"][0]["detail"]
+        .as_str()
+        .expect("the config check has a detail")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn settings_come_from_the_flag_else_the_variable_else_the_default() {
+    let from_env = effective_config(&[], &[("RISKSHIELD_MAX_ATTEMPTS", "7")]).await;
+    assert!(from_env.contains("attempts 7,"), "{from_env}");
+    let flag_wins = effective_config(
+        &["--riskshield-max-attempts", "2"],
+        &[("RISKSHIELD_MAX_ATTEMPTS", "7")],
+    )
+    .await;
+    assert!(flag_wins.contains("attempts 2,"), "{flag_wins}");
+    // An empty flag means what an empty variable means: the default, not the variable.
+    let empty_flag = effective_config(
+        &["--riskshield-max-attempts="],
+        &[("RISKSHIELD_MAX_ATTEMPTS", "7")],
+    )
+    .await;
+    assert!(empty_flag.contains("attempts 3,"), "{empty_flag}");
+    let empty_env = effective_config(&[], &[("RISKSHIELD_MAX_ATTEMPTS", "")]).await;
+    assert!(empty_env.contains("attempts 3,"), "{empty_env}");
+}
+
+#[tokio::test]
+async fn an_api_key_given_as_a_flag_is_warned_about_and_never_echoed() {
+    let (code, _, err) = run(
+        &[
+            "serve",
+            "--riskshield-api-key",
+            "flag-key-value",
+            "--port",
+            "nope",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("visible to every user"), "{err}");
+    assert!(!err.contains("flag-key-value"), "{err}");
+    let (_, _, err) = run(&["serve", "--port", "nope"], &[("RISKSHIELD_API_KEY", "k")]).await;
+    assert!(!err.contains("visible to every user"), "{err}");
 }
 
 #[tokio::test]
@@ -280,12 +373,19 @@ async fn healthcheck_gives_up_on_a_server_that_never_answers() {
 async fn healthcheck_argument_errors_exit_1() {
     for args in [
         &["healthcheck", "--bogus"][..],
+        &["healthcheck", "--timeout"],
+        &["healthcheck", "--timeout", "1s", "--timeout", "2s"],
         &["healthcheck", "--timeout", "soon"],
         &["healthcheck", "--url", "https://127.0.0.1/"],
     ] {
-        let (code, _, _) = run(args, &[]).await;
-        assert_eq!(code, 1, "{args:?}");
+        let (code, _, err) = run(args, &[]).await;
+        assert_eq!(code, 1, "{args:?}: {err}");
     }
+    let (_, _, err) = run(&["healthcheck", "--bogus"], &[]).await;
+    assert!(
+        err.contains("'--bogus'") && err.contains("Usage: applicant-validator healthcheck"),
+        "{err}"
+    );
     let (code, _, _) = run(&["healthcheck"], &[("PORT", "not-a-port")]).await;
     assert_eq!(code, 1);
 }
