@@ -1,5 +1,12 @@
-//! Serving: per-connection limits, keep-alive, the header-read timeout and bounded graceful shutdown, on one
-//! or on many worker threads.
+//! Serving: per-connection limits, keep-alive, the header-read and send timeouts and bounded graceful
+//! shutdown, on one or on many worker threads.
+//!
+//! Every buffer of a connection has a cap and every wait a deadline (docs/limits.md states the sums): the
+//! request head is read into at most MAX_HEADER_BYTES (a larger head gets hyper's 431 and the connection
+//! closes), the head must arrive within HEADER_READ_TIMEOUT (which also closes a keep-alive connection idle
+//! that long: hyper starts the timer when it waits for the next request's head), the body is capped by the
+//! handlers (MAX_BODY_BYTES, REQUEST_TIMEOUT), and an answer whose write makes no progress for SEND_TIMEOUT
+//! ends the connection ([`SendDeadline`]).
 //!
 //! Thread-per-core: [`spawn_workers`] starts one OS thread per worker, each with its own single-threaded tokio
 //! runtime, its own `SO_REUSEPORT` listener on the shared address (the kernel spreads new connections across
@@ -11,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,9 +27,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
 
 use super::cors::Cors;
 use super::envelope::Envelope;
@@ -161,10 +170,17 @@ async fn worker(
     let drain = Arc::new(Drain::default());
     let mut connections = JoinSet::new();
     let mut http1 = hyper::server::conn::http1::Builder::new();
+    // The read buffer is what an unfinished head can make a connection hold: hyper's default is about
+    // 400 KB. Both limits at MAX_HEADER_BYTES: the buffer can never grow past it, and a head over it is
+    // refused however its bytes arrive.
+    let max_header_bytes = state.config.max_header_bytes;
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_read_timeout)
+        .max_buf_size(max_header_bytes)
+        .max_header_size(max_header_bytes)
         .keep_alive(true);
+    let send_timeout = state.config.send_timeout;
 
     tokio::pin!(stop);
     loop {
@@ -196,8 +212,9 @@ async fn worker(
             cors: cors.clone(),
             peer,
         };
+        let io = SendDeadline::new(stream, send_timeout);
         let connection = Draining {
-            connection: Box::pin(http1.serve_connection(TokioIo::new(stream), service)),
+            connection: Box::pin(http1.serve_connection(io, service)),
             drain: drain.clone(),
             registered: None,
             shutting_down: false,
@@ -207,7 +224,7 @@ async fn worker(
             let _permit = permit;
             let _open = open;
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                log_connection_error(&e, peer, max_header_bytes, send_timeout);
             }
         });
     }
@@ -225,6 +242,152 @@ async fn worker(
             connections.abort_all();
             remaining
         }
+    }
+}
+
+/// Logs why a connection ended with an error. The two endings the limits cause are logged at INFO, without
+/// the client's address, so an operator sees them: a head over MAX_HEADER_BYTES (hyper has answered 431, or
+/// 414 for a request target over 64 KiB) and an answer cut off by SEND_TIMEOUT. Anything else (a reset, a
+/// malformed request) at DEBUG.
+fn log_connection_error(
+    e: &hyper::Error,
+    peer: SocketAddr,
+    max_header_bytes: usize,
+    send_timeout: Duration,
+) {
+    if e.is_parse_too_large() {
+        tracing::info!(
+            max_header_bytes,
+            "request head too large; refused and closed the connection"
+        );
+    } else if SendTimedOut::caused(e) {
+        tracing::info!(
+            send_timeout_ms = send_timeout.as_millis() as u64,
+            "answer made no progress for SEND_TIMEOUT; closed the connection"
+        );
+    } else {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// A connection's socket with SEND_TIMEOUT on its writes: a write that stays blocked for that long (the
+/// client stopped reading, or advertises a zero window) fails, which ends the connection and frees its
+/// share of MAX_CONNECTIONS.
+///
+/// The deadline is armed only when a write returns `Pending` and disarmed by the next write that goes
+/// through, so "no progress for SEND_TIMEOUT" is measured from the first blocked write after the last one
+/// that moved bytes. An answer that fits in the kernel's send buffer (every answer to a client that reads)
+/// costs one flag store per write; the timer is made only for a connection that once had to wait, and reset
+/// after that.
+struct SendDeadline {
+    io: TokioIo<TcpStream>,
+    timeout: Duration,
+    /// Made at the first blocked write, kept for later ones.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A write is blocked and the timer runs for it.
+    armed: bool,
+}
+
+impl SendDeadline {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        Self {
+            io: TokioIo::new(stream),
+            timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// A write went through (or failed): the deadline is off until a write blocks again.
+    fn moved<T>(&mut self, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.armed = false;
+        done
+    }
+
+    /// A write is blocked: the deadline starts now unless it already runs, and an expired one fails it.
+    fn blocked<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.armed {
+            self.armed = true;
+            let deadline = Instant::now() + self.timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if !expired {
+            return Poll::Pending;
+        }
+        // A reset instead of a FIN queued behind data the client will never read: the kernel frees the
+        // socket and its send buffer at once rather than probing a zero window for minutes.
+        let _ = self.io.inner().set_zero_linger();
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, SendTimedOut)))
+    }
+}
+
+impl hyper::rt::Read for SendDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for SendDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Pending => this.blocked(cx),
+            done => this.moved(done),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.blocked(cx),
+            done => this.moved(done),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        hyper::rt::Write::is_write_vectored(&self.io)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The error a write fails with once SEND_TIMEOUT has passed without progress.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer made no progress for SEND_TIMEOUT")]
+struct SendTimedOut;
+
+impl SendTimedOut {
+    /// Whether `e` ended a connection because of SEND_TIMEOUT.
+    fn caused(e: &hyper::Error) -> bool {
+        std::error::Error::source(e)
+            .and_then(|source| source.downcast_ref::<io::Error>())
+            .and_then(io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<SendTimedOut>())
     }
 }
 
@@ -260,7 +423,7 @@ impl Drain {
 }
 
 /// A connection as the worker serves it.
-type Served = hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Envelope>;
+type Served = hyper::server::conn::http1::Connection<SendDeadline, Envelope>;
 
 /// A served connection that starts hyper's graceful shutdown once its worker drains.
 struct Draining {

@@ -199,7 +199,32 @@ pub async fn wait_until_read(stream: &TcpStream) {
 
 /// The receive-queue length of the socket `local` connected to `remote` in a /proc/net/tcp table.
 fn unread_bytes(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
-    let hex = |addr: SocketAddr| match addr {
+    socket_row(table, local, remote).map(|row| row.unread)
+}
+
+/// What /proc/net/tcp says about one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketRow {
+    /// The TCP state (1 = established).
+    state: u8,
+    /// Bytes sent and not yet acknowledged by the peer (the send queue).
+    unsent: u64,
+    /// Bytes received and not yet read by the process (the receive queue).
+    unread: u64,
+}
+
+/// TCP_ESTABLISHED in /proc/net/tcp.
+const ESTABLISHED: u8 = 1;
+
+/// The row of the socket `local` connected to `remote` in a /proc/net/tcp table.
+fn socket_row(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<SocketRow> {
+    let key = (hex(local), hex(remote));
+    socket_rows(table).find_map(|(k, row)| (k == key).then_some(row))
+}
+
+/// An IPv4 socket address as /proc/net/tcp prints it.
+fn hex(addr: SocketAddr) -> String {
+    match addr {
         // The kernel prints the address's four bytes as one native-endian (x86: little-endian) word.
         SocketAddr::V4(v4) => format!(
             "{:08X}:{:04X}",
@@ -207,16 +232,100 @@ fn unread_bytes(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<u6
             v4.port()
         ),
         SocketAddr::V6(_) => panic!("only IPv4 connections can be inspected"),
-    };
-    let (local, remote) = (hex(local), hex(remote));
-    table.lines().skip(1).find_map(|line| {
+    }
+}
+
+/// Every row of a /proc/net/tcp table, by (local, remote) address as printed there.
+fn socket_rows(table: &str) -> impl Iterator<Item = ((String, String), SocketRow)> + '_ {
+    table.lines().skip(1).filter_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
-            return None;
-        }
-        let (_, rx) = fields.get(4)?.split_once(':')?;
-        u64::from_str_radix(rx, 16).ok()
+        let (tx, rx) = fields.get(4)?.split_once(':')?;
+        let row = SocketRow {
+            state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+            unsent: u64::from_str_radix(tx, 16).ok()?,
+            unread: u64::from_str_radix(rx, 16).ok()?,
+        };
+        Some((
+            ((*fields.get(1)?).to_owned(), (*fields.get(2)?).to_owned()),
+            row,
+        ))
     })
+}
+
+/// What became of the bytes a client sent: see [`wait_until_read_or_closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The server process has read every byte, and the connection is still open.
+    Read,
+    /// The server closed (or reset) the connection.
+    Closed,
+}
+
+/// Waits until, on each of `streams`, the server process has read every byte sent (nothing left in the
+/// client's send queue or the server's receive queue) or has closed the connection, and says which. A
+/// hostile test uses it to know the server holds what was sent (or refused it) before it measures the
+/// server. Like [`wait_until_read`] it rechecks /proc/net/tcp (once per round for all streams), bounded by
+/// [`PATIENCE`](crate::process::PATIENCE).
+///
+/// # Panics
+/// If a connection is not IPv4, /proc/net/tcp is unreadable, or a stream still has bytes in flight after the
+/// patience bound.
+pub async fn wait_until_read_or_closed(streams: &[TcpStream]) -> Vec<Taken> {
+    // Each stream's two sockets as /proc/net/tcp names them; `None` once reset (it has no peer any more).
+    let sockets: Vec<Option<(String, String)>> = streams
+        .iter()
+        .map(|s| match (s.local_addr(), s.peer_addr()) {
+            (Ok(client), Ok(server)) => Some((hex(client), hex(server))),
+            _ => None,
+        })
+        .collect();
+    let mut taken: Vec<Option<Taken>> = sockets
+        .iter()
+        .map(|s| s.is_none().then_some(Taken::Closed))
+        .collect();
+    let deadline = tokio::time::Instant::now() + crate::process::PATIENCE;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let rows: std::collections::HashMap<(String, String), SocketRow> =
+            socket_rows(&table).collect();
+        for (slot, socket) in taken.iter_mut().zip(&sockets) {
+            let (None, Some((client, server))) = (&slot, socket) else {
+                continue;
+            };
+            let client_side = rows.get(&(client.clone(), server.clone()));
+            let server_side = rows.get(&(server.clone(), client.clone()));
+            *slot = match (client_side, server_side) {
+                (Some(c), Some(s)) if c.state == ESTABLISHED && s.state == ESTABLISHED => {
+                    (c.unsent == 0 && s.unread == 0).then_some(Taken::Read)
+                }
+                // Gone from the table, or closing: the server ended the connection.
+                _ => Some(Taken::Closed),
+            };
+        }
+        if taken.iter().all(Option::is_some) {
+            return taken.into_iter().flatten().collect();
+        }
+        let waiting = taken.iter().filter(|t| t.is_none()).count();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server neither read nor refused what was sent on {waiting} connections"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// Connects to `addr` with a receive buffer of about `bytes` (the kernel doubles it and keeps a minimum),
+/// for a client that reads slowly or not at all: once that little is unread, the server's writes block.
+pub async fn connect_with_receive_buffer(addr: SocketAddr, bytes: u32) -> TcpStream {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .expect("socket");
+    // Set before connecting, so the window advertised in the handshake is already small.
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket.connect(addr).await.expect("connect")
 }
 
 #[cfg(test)]
@@ -230,6 +339,14 @@ mod tests {
         let client: SocketAddr = "127.0.0.1:54321".parse().expect("addr");
         assert_eq!(unread_bytes(table, server, client), Some(30));
         assert_eq!(unread_bytes(table, client, server), None);
+        assert_eq!(
+            socket_row(table, server, client),
+            Some(SocketRow {
+                state: ESTABLISHED,
+                unsent: 0,
+                unread: 30
+            })
+        );
     }
 
     #[tokio::test]

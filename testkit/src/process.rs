@@ -98,6 +98,14 @@ impl Process {
         Self { child, log }
     }
 
+    /// The child's process id, to read what the kernel says about it (/proc/PID/status).
+    ///
+    /// # Panics
+    /// If the child has already been waited for.
+    pub fn id(&self) -> u32 {
+        self.child.id().expect("the process is running")
+    }
+
     /// Every stdout line so far.
     pub fn lines(&self) -> Vec<String> {
         lock(&self.log.captured).lines.clone()

@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod binary;
 mod diagnose;
+mod limits;
 mod metrics;
 mod properties;
 mod ratelimit;
