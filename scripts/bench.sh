@@ -406,6 +406,9 @@ pairs = [("C", "B", "quiet"), ("C", "P", "quiet"), ("CI", "BJ", "both logging"),
          ("CT", "BT", "HTTPS upstream"), ("CT", "PT", "HTTPS upstream")]
 for conns in levels:
     for ours, theirs, what in pairs:
+        if min(med(ours, conns, 0), med(theirs, conns, 0)) < 1:
+            print(f"| {ours}/{theirs} ({what}) | {conns:,} | – (a row answered nothing) | – | – |")
+            continue
         rps = med(ours, conns, 0) / max(med(theirs, conns, 0), 1)
         p99 = med(ours, conns, 2) / max(med(theirs, conns, 2), 0.001)
         cpu = med(ours, conns, 4) / max(med(theirs, conns, 4), 0.1)
