@@ -46,7 +46,10 @@ fi
 # --- the browser -------------------------------------------------------------------------------------------
 shot=()
 if [[ -n "${BROWSER_CHECK_SCREENSHOT:-}" ]]; then shot=(--screenshot "$BROWSER_CHECK_SCREENSHOT"); fi
-if ! python3 scripts/browser_check.py "${shot[@]}" "$CHROMIUM" "http://127.0.0.1:$PORT"; then
+# Chromium's own settings and caches (dconf, crash reports) go to this run's temporary folder, not the home
+# directory, so the check leaves nothing behind.
+if ! XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache" \
+  python3 scripts/browser_check.py "${shot[@]}" "$CHROMIUM" "http://127.0.0.1:$PORT"; then
   log "the service's log, last lines:"
   tail -n 20 "$WORK/service.log" >&2
   exit 1

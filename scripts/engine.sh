@@ -29,7 +29,8 @@
 # Usage: scripts/engine.sh run CMD [ARG...]   up, CMD against the engine, then down (also when CMD fails or
 #                                             the run is interrupted); exits with CMD's status. With the
 #                                             sandbox, CMD runs in its network namespace (as the caller), so
-#                                             127.0.0.1 reaches the published ports and nothing else does.
+#                                             127.0.0.1 reaches the published ports; it has no network beyond
+#                                             the sandbox. CMD starts in the caller's working directory.
 #        scripts/engine.sh up                 prepare (and start the sandbox if needed); prints `export`
 #                                             lines to eval: DOCKER_HOST, DOCKER_CONFIG, PATH, COMPOSE,
 #                                             ENGINE_DIR, ENGINE_KIND (host | sandbox), ENGINE_PID
@@ -43,6 +44,7 @@
 # iproute2 (installed with apt when missing).
 set -euo pipefail
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+CALLER_DIR="$PWD"
 cd "$(dirname "$SELF")/.."
 . scripts/lib.sh
 . scripts/tools.sh
@@ -375,6 +377,7 @@ cmd_run() {
     # In the background and waited for, so that a SIGTERM or SIGINT to this script is handled at once (passed
     # on to the command, then the EXIT trap stops the engine) rather than after the command ends. Standard
     # input stays the caller's (`run bash` works).
+    cd "$CALLER_DIR"
     "${runner[@]}" "$@" <&0 &
     child=$!
     trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM
