@@ -14,7 +14,7 @@
 # log line writer. Equivalent mutants (changes no test can ever see) are excluded in .cargo/mutants.toml, each
 # with its reason.
 #
-# Env: MUTANTS_JOBS (1), MUTANTS_MAX (--in-diff only, default 12: when the change has more mutants than this,
+# Env: MUTANTS_JOBS (1), MUTANTS_MAX (--in-diff only, default 8: when the change has more mutants than this,
 # one shard of about that size is tested, chosen by the commit, so a later commit tests another), MUTANTS_OUT
 # (the report folder, default target/mutants). Exits 0 when no mutant is missed and none timed out; 2 or 3
 # (cargo-mutants' codes) otherwise, with the missed mutants printed.
@@ -61,8 +61,6 @@ while (($#)); do
 done
 ((${#paths[@]})) || paths=("${REQUEST_PATH[@]}")
 
-ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
-
 out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
 args=(--no-shuffle --jobs "${MUTANTS_JOBS:-1}" --output "$out")
@@ -83,8 +81,9 @@ if [[ -n "$in_diff" ]]; then
         exit 0
     fi
     args+=(--in-diff "$diff")
+    ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
     count="$(cargo mutants "${args[@]}" --list | wc -l)"
-    max="${MUTANTS_MAX:-12}"
+    max="${MUTANTS_MAX:-8}"
     if ((count == 0)); then
         log "the lines changed since $in_diff hold no mutant"
         exit 0
@@ -104,6 +103,7 @@ if [[ -n "$in_diff" ]]; then
     [[ "${CI:-}" == true ]] && args+=(--in-place)
 fi
 
+ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
 start="$SECONDS"
 status=0
 cargo mutants "${args[@]}" || status=$?
