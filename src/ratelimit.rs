@@ -364,6 +364,7 @@ mod tests {
     use governor::clock::FakeRelativeClock;
 
     use super::*;
+    use crate::telemetry::capture::Logs;
 
     fn limiter(
         per_minute: u32,
@@ -657,45 +658,6 @@ mod tests {
         clock.advance(Duration::from_millis(1));
         assert_eq!(limiter.check(&ip(2)).remaining, 4);
         assert_eq!(limiter.check(&ip(3)).remaining, 4);
-    }
-
-    /// Log lines captured in memory, in the service's JSON line format.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Logs {
-        /// Collects this thread's events until the guard is dropped.
-        fn capture(&self) -> tracing::subscriber::DefaultGuard {
-            let logs = self.clone();
-            tracing::subscriber::set_default(
-                tracing_subscriber::fmt()
-                    .with_max_level(tracing::Level::INFO)
-                    .with_writer(move || logs.clone())
-                    .event_format(crate::telemetry::jsonline::JsonLines)
-                    .finish(),
-            )
-        }
-
-        fn lines(&self) -> Vec<serde_json::Value> {
-            let text = self.0.lock().expect("log lock").clone();
-            text.split(|b| *b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(|line| serde_json::from_slice(line).expect("a JSON line"))
-                .collect()
-        }
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::capture::Logs;
 
     fn fail(b: &CircuitBreaker) {
         b.try_acquire().expect("allowed").record(true);
@@ -377,45 +378,6 @@ mod tests {
         assert_eq!(b.try_acquire().map(|_| ()), Err(Duration::from_secs(1)));
         drop(probe);
         assert!(b.try_acquire().is_ok());
-    }
-
-    /// Log lines captured in memory, in the service's JSON line format.
-    #[derive(Clone, Default)]
-    struct Logs(std::sync::Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Logs {
-        /// Collects this thread's events until the guard is dropped.
-        fn capture(&self) -> tracing::subscriber::DefaultGuard {
-            let logs = self.clone();
-            tracing::subscriber::set_default(
-                tracing_subscriber::fmt()
-                    .with_max_level(tracing::Level::INFO)
-                    .with_writer(move || logs.clone())
-                    .event_format(crate::telemetry::jsonline::JsonLines)
-                    .finish(),
-            )
-        }
-
-        fn lines(&self) -> Vec<serde_json::Value> {
-            let text = self.0.lock().expect("log lock").clone();
-            text.split(|b| *b == b'\n')
-                .filter(|line| !line.is_empty())
-                .map(|line| serde_json::from_slice(line).expect("a JSON line"))
-                .collect()
-        }
     }
 
     #[tokio::test(start_paused = true)]
