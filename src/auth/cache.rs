@@ -43,13 +43,13 @@ pub struct Cached {
 
 impl Cached {
     /// True if `current` (the key set's key under [`Cached::kid`] now) is the key that verified the token.
+    /// Both are RSA keys: the key set holds nothing else (`jwks`), and tokens are RS256 only.
     pub fn signed_by(&self, current: &DecodingKey) -> bool {
         match (self.key.kind(), current.kind()) {
             (
                 DecodingKeyKind::RsaModulusExponent { n, e },
                 DecodingKeyKind::RsaModulusExponent { n: n2, e: e2 },
             ) => n == n2 && e == e2,
-            (DecodingKeyKind::SecretOrDer(a), DecodingKeyKind::SecretOrDer(b)) => a == b,
             _ => false,
         }
     }
@@ -243,6 +243,28 @@ mod tests {
         // Inserting the same token again replaces it without counting its bytes twice.
         cache.insert(&"c".repeat(400), cached(7_000), 300);
         assert_eq!(cache.len_and_bytes(), (2, 800));
+    }
+
+    #[test]
+    fn by_default_the_cache_holds_1024_tokens_of_2_kb_within_its_2_mib() {
+        let cache = TokenCache::default();
+        // 1,024 tokens of 2,000 bytes are 2,048,000 bytes: under 2 MiB, so the entry bound is the one met.
+        for i in 0..1_024u64 {
+            cache.insert(
+                &format!("{i:04}{}", "t".repeat(1_996)),
+                cached(10_000 + i),
+                100,
+            );
+        }
+        assert_eq!(cache.len_and_bytes(), (1_024, 2_048_000));
+        cache.insert(&"u".repeat(2_000), cached(20_000), 100);
+        assert_eq!(cache.len_and_bytes(), (1_024, 2_048_000));
+        // A token of 2 MiB fits alone; a byte more never gets in.
+        let cache = TokenCache::default();
+        cache.insert(&"v".repeat(2 * 1024 * 1024 + 1), cached(10_000), 100);
+        assert_eq!(cache.len_and_bytes(), (0, 0));
+        cache.insert(&"v".repeat(2 * 1024 * 1024), cached(10_000), 100);
+        assert_eq!(cache.len_and_bytes(), (1, 2 * 1024 * 1024));
     }
 
     #[test]

@@ -417,7 +417,7 @@ async fn refresh_loop(keys: Weak<SigningKeys>, mut stop: watch::Receiver<()>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
@@ -443,7 +443,7 @@ mod tests {
 
     /// Signing keys read from `issuer` through a client that trusts its test CA, once the startup fetch has
     /// ended.
-    async fn keys_of(issuer: &testkit::openid::FakeIssuer) -> Arc<SigningKeys> {
+    pub(crate) async fn keys_of(issuer: &testkit::openid::FakeIssuer) -> Arc<SigningKeys> {
         use rustls_pki_types::CertificateDer;
         use rustls_pki_types::pem::PemObject;
         let ca = CertificateDer::pem_file_iter(issuer.ca_file())

@@ -186,7 +186,9 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(malformed);
     }
     let bytes = value.as_bytes();
-    let is_bearer = bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ");
+    let is_bearer = bytes
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
     if !is_bearer {
         return Err(AuthError::Missing);
     }
@@ -238,5 +240,70 @@ mod tests {
         });
         assert_eq!(bearer_token(&with(&[b"Bearer a", b"Bearer b"])), malformed);
         assert_eq!(bearer_token(&with(&[b"Bearer \xff\xfe"])), malformed);
+    }
+
+    /// The cache's whole point: a token seen before is answered from what its first verification
+    /// established, without verifying it again. The entry is swapped for one naming another application, so
+    /// the answer shows which road it took.
+    #[tokio::test]
+    async fn a_cached_token_is_answered_from_the_cache_without_a_second_verification() {
+        use serde_json::json;
+        use testkit::openid::{FakeIssuer, TestSigner, now};
+
+        let signer = TestSigner::from_pem(
+            "key-1",
+            include_str!("../../tests/fixtures/jwt-signing-key-1.pem"),
+        );
+        let issuer = FakeIssuer::start(vec![signer.jwk()]).await;
+        let config = AuthConfig {
+            issuer: issuer.issuer(),
+            audiences: vec!["api://applicant-validator".to_owned()],
+            required_role: None,
+        };
+        token::install_provider();
+        let auth = Authenticator {
+            keys: jwks::tests::keys_of(&issuer).await,
+            cache: TokenCache::default(),
+            validation: token::validation(&config),
+            required_role: None,
+            metrics: Arc::new(Metrics::new()),
+        };
+        let claims = json!({
+            "iss": issuer.issuer(),
+            "aud": "api://applicant-validator",
+            "nbf": now() - 10,
+            "exp": now() + 3600,
+            "azp": "app-one",
+        });
+        let token = signer.sign(&signer.header(), &claims);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value"),
+        );
+        let caller = auth.authenticate(&headers).await.expect("a valid token");
+        assert_eq!(&*caller.app_id, "app-one");
+
+        let at = token::now();
+        let first = auth
+            .cache
+            .get(&token, at)
+            .expect("verified tokens are cached");
+        let Lookup::Found(key) = auth.keys.lookup("key-1") else {
+            panic!("the issuer's key is known");
+        };
+        let swapped = Cached {
+            kid: "key-1".to_owned(),
+            key,
+            registered: first.registered.clone(),
+            verified: Verified {
+                app_id: Arc::from("from-the-cache"),
+                roles: Vec::new(),
+                registered: None,
+            },
+        };
+        auth.cache.insert(&token, swapped, at);
+        let caller = auth.authenticate(&headers).await.expect("still valid");
+        assert_eq!(&*caller.app_id, "from-the-cache");
     }
 }
