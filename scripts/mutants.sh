@@ -40,6 +40,7 @@ REQUEST_PATH=(
 )
 
 in_diff=""
+in_place=false
 paths=()
 while (($#)); do
     case "$1" in
@@ -63,7 +64,7 @@ done
 
 out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
-args=(--no-shuffle --jobs "${MUTANTS_JOBS:-1}" --output "$out")
+args=(--no-shuffle --output "$out")
 for path in "${paths[@]}"; do
     if [[ -d "$path" ]]; then
         args+=(--file "$path/**/*.rs")
@@ -100,7 +101,13 @@ if [[ -n "$in_diff" ]]; then
     # one derived from the baseline (the suite takes well under a minute here; a mutant that hangs a test is
     # ended after this and counted as a timeout).
     args+=(--baseline skip --timeout 300 --build-timeout 600)
-    [[ "${CI:-}" == true ]] && args+=(--in-place)
+    [[ "${CI:-}" == true ]] && in_place=true
+fi
+# In place there is one tree, so one job.
+if $in_place; then
+    args+=(--in-place)
+else
+    args+=(--jobs "${MUTANTS_JOBS:-1}")
 fi
 
 ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"

@@ -199,12 +199,9 @@ impl<'a> Input<'a> {
 
 /// Validates a request body. `strict` adds the ID number's date and Luhn checks.
 pub fn validate(body: &[u8], strict: bool) -> Result<Applicant, Vec<FieldError>> {
-    // A derived struct also reads a JSON array (positionally); only an object may take this road.
-    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if let Some(fields) = is_object
-        .then(|| serde_json::from_slice::<Fields>(body).ok())
-        .flatten()
-    {
+    // `Fields` reads an object and nothing else (serde_json refuses an array or a scalar for a map), so any
+    // other body fails here and takes the Value road, which names the problem.
+    if let Ok(fields) = serde_json::from_slice::<Fields>(body) {
         return judge(
             fields.first_name.input(),
             fields.last_name.input(),
