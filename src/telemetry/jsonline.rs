@@ -226,7 +226,27 @@ pub fn push_escaped(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::capture::Logs;
     use std::time::{Duration, UNIX_EPOCH};
+
+    /// The thread's line buffer is kept for the next line, unless one line made it grow past
+    /// MAX_KEPT_LINE: then it is given back, so one huge line does not pin its memory for good.
+    #[test]
+    fn the_line_buffer_is_reused_unless_a_line_outgrew_it() {
+        let capacity = || LINE.with(|line| line.borrow().capacity());
+        let logs = Logs::default();
+        let _capture = logs.capture();
+        tracing::info!(n = 1u64, "a line");
+        let kept = capacity();
+        assert!(kept > 0 && kept <= MAX_KEPT_LINE, "kept {kept} bytes");
+        tracing::info!(text = "x".repeat(MAX_KEPT_LINE + 1).as_str(), "a long line");
+        assert_eq!(capacity(), 0, "the grown buffer is given back");
+        assert_eq!(logs.lines().len(), 2);
+        assert_eq!(
+            logs.lines()[1]["text"].as_str().map(str::len),
+            Some(MAX_KEPT_LINE + 1)
+        );
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

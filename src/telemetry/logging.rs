@@ -541,7 +541,10 @@ mod tests {
         tracing::dispatcher::with_default(&dispatch, || {
             tracing::info!(n = 0u64, "line");
             // The writer now holds line 0 and is stuck in the write: standard output does not move.
-            entered.recv().expect("the writer writes");
+            // (Bounded, so a formatter that writes nothing fails the test instead of hanging it.)
+            entered
+                .recv_timeout(testkit::process::PATIENCE)
+                .expect("the writer writes");
             // If logging blocked on stdout, this loop would never finish.
             for n in 1..=200u64 {
                 tracing::info!(n, "line");
