@@ -37,7 +37,7 @@ where
                 line.clear();
                 format_line(&mut line, event)?;
                 writer.write_str(&line)?;
-                if line.capacity() > MAX_KEPT_LINE {
+                if !keeps(line.capacity()) {
                     *line = String::new();
                 }
                 Ok(())
@@ -61,6 +61,11 @@ thread_local! {
 
 /// A line buffer that grew past this (one very long line) is given back rather than kept.
 const MAX_KEPT_LINE: usize = 16 * 1024;
+
+/// Whether a line buffer of `capacity` bytes is kept for the thread's next line.
+fn keeps(capacity: usize) -> bool {
+    capacity <= MAX_KEPT_LINE
+}
 
 fn format_line(line: &mut String, event: &Event<'_>) -> fmt::Result {
     // humantime's RFC 3339 formatter writes the digits directly: no allocation, no time zone lookup.
@@ -239,13 +244,20 @@ mod tests {
         tracing::info!(n = 1u64, "a line");
         let kept = capacity();
         assert!(kept > 0 && kept <= MAX_KEPT_LINE, "kept {kept} bytes");
+        // A line of 7,000 bytes is still one whose buffer is worth keeping (the limit is 16 KiB; the buffer
+        // may grow to twice what the line needs).
+        tracing::info!(text = "x".repeat(7_000).as_str(), "a longer line");
+        assert!(capacity() > 7_000, "kept {} bytes", capacity());
         tracing::info!(text = "x".repeat(MAX_KEPT_LINE + 1).as_str(), "a long line");
         assert_eq!(capacity(), 0, "the grown buffer is given back");
-        assert_eq!(logs.lines().len(), 2);
+        assert_eq!(logs.lines().len(), 3);
         assert_eq!(
-            logs.lines()[1]["text"].as_str().map(str::len),
+            logs.lines()[2]["text"].as_str().map(str::len),
             Some(MAX_KEPT_LINE + 1)
         );
+        // The limit itself, on both sides.
+        assert!(keeps(16 * 1024));
+        assert!(!keeps(16 * 1024 + 1));
     }
 
     #[test]
