@@ -329,6 +329,14 @@ mod tests {
             }
         }
         assert_eq!(wrong, Vec::<String>::new());
+        // The switch to exponent form, on both sides of 9e12, either sign.
+        assert_eq!(Thousandths(9.0e12).to_string(), "9e12");
+        assert_eq!(Thousandths(-9.0e12).to_string(), "-9e12");
+        assert_eq!(
+            Thousandths(-8.999_999_999_999e12).to_string(),
+            "-8999999999999.000"
+        );
+        assert_eq!(Thousandths(8_999_999_999.5).to_string(), "8999999999.500");
     }
 
     #[test]
