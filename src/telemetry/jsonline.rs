@@ -347,4 +347,22 @@ mod tests {
         let parsed: String = serde_json::from_str(&format!("\"{s}\"")).expect("valid JSON string");
         assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
     }
+
+    #[test]
+    fn each_special_byte_has_its_own_escape() {
+        for (text, escaped) in [
+            ("a\"b", "a\\\"b"),
+            ("a\\b", "a\\\\b"),
+            ("a\nb", "a\\nb"),
+            ("a\rb", "a\\rb"),
+            ("a\tb", "a\\tb"),
+            ("a\u{1f}b", "a\\u001fb"),
+            // From the space up (DEL and non-ASCII too), text is written as it is.
+            ("a b~\u{7f}é", "a b~\u{7f}é"),
+        ] {
+            let mut s = String::new();
+            push_escaped(&mut s, text);
+            assert_eq!(s, escaped, "{text:?}");
+        }
+    }
 }
