@@ -14,14 +14,15 @@
 # log line writer. Equivalent mutants (changes no test can ever see) are excluded in .cargo/mutants.toml, each
 # with its reason.
 #
-# Env: MUTANTS_JOBS (1), RUST_TEST_THREADS (8), MUTANTS_MAX (--in-diff only, default 8: when the change has
-# more mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
+# Env: MUTANTS_JOBS (1), TEST_THREADS (8), MUTANTS_MAX (--in-diff only, default 8: when the change has more
+# mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
 # another), MUTANTS_OUT (the report folder, default target/mutants). Exits 0 when no mutant is missed and none
 # timed out; 2 or 3 (cargo-mutants' codes) otherwise, with the missed mutants printed.
 #
-# Installs cargo-mutants at the version pinned in scripts/tools.sh. With CI=true, --in-diff mutates the clone in
-# place (cargo-mutants puts every file back), so the build reuses the test stage's compiled dependencies instead
-# of copying the tree; elsewhere the tree is copied and your checkout is never touched.
+# Installs cargo-mutants (and, for whole runs, cargo-nextest) at the versions pinned in scripts/tools.sh. With
+# CI=true, --in-diff mutates the clone in place (cargo-mutants puts every file back), so the build reuses the
+# test stage's compiled dependencies instead of copying the tree; elsewhere the tree is copied (with its target
+# folder, so no copy builds the dependencies again) and your checkout is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -62,10 +63,9 @@ while (($#)); do
 done
 ((${#paths[@]})) || paths=("${REQUEST_PATH[@]}")
 
-ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
 # Most integration tests wait on the binary or a fake dependency rather than compute, so the suite runs in about
-# half the time with more test threads than cores (11 s against 20 s on 2 cores), which halves a mutant's cost.
-export RUST_TEST_THREADS="${RUST_TEST_THREADS:-8}"
+# half the time with more test threads than cores (11 s against 20 s on 2 cores).
+threads="${TEST_THREADS:-8}"
 
 out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
@@ -87,6 +87,7 @@ if [[ -n "$in_diff" ]]; then
         exit 0
     fi
     args+=(--in-diff "$diff")
+    ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
     count="$(cargo mutants "${args[@]}" --list | wc -l)"
     max="${MUTANTS_MAX:-8}"
     if ((count == 0)); then
@@ -106,6 +107,16 @@ if [[ -n "$in_diff" ]]; then
     # ended after this and counted as a timeout).
     args+=(--baseline skip --timeout 300 --build-timeout 600)
     [[ "${CI:-}" == true ]] && in_place=true
+    export RUST_TEST_THREADS="$threads"
+else
+    # A whole run tests hundreds of mutants, and a mutant that breaks the service makes many integration tests
+    # wait for their patience (40 s each) before they fail. cargo test runs every test of a binary to its end;
+    # nextest stops at the first failure, so such a mutant costs one test's wait instead of the suite's. For
+    # the few mutants of --in-diff, installing nextest would cost more than it saves.
+    ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
+    ensure_cargo_tool cargo-nextest "$CARGO_NEXTEST_VERSION"
+    args+=(--test-tool nextest --copy-target=true)
+    export NEXTEST_TEST_THREADS="$threads"
 fi
 # In place there is one tree, so one job.
 if $in_place; then

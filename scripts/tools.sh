@@ -9,6 +9,7 @@
 CARGO_AUDITABLE_VERSION=0.7.7
 CARGO_DENY_VERSION=0.20.2
 CARGO_MUTANTS_VERSION=27.1.0
+CARGO_NEXTEST_VERSION=0.9.87
 # Where the scripts keep what they download (venvs, unpacked Debian packages): one folder, outside the clone.
 TOOL_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/applicant-validator"
 

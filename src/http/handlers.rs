@@ -7,8 +7,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
-use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
 
@@ -24,12 +22,17 @@ use crate::scoring::WorkerScorer;
 use crate::telemetry::{jsonline, logging, metrics};
 use crate::validation;
 
-/// Answers one request.
-pub async fn route(
+/// A request body as the handlers read it: hyper's [`Incoming`](hyper::body::Incoming) in the server.
+pub trait RequestBody: hyper::body::Body<Data = Bytes> + Unpin {}
+impl<B: hyper::body::Body<Data = Bytes> + Unpin> RequestBody for B {}
+
+/// Answers one request. Generic over the request body only so that unit tests can route a request with a body
+/// of their own; the server has one body type, so there is one copy of this code.
+pub async fn route<B: RequestBody>(
     state: &AppState,
     worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Response<Body> {
     let route = ctx.route;
     if route == Route::Metrics && !state.config.metrics_enabled {
@@ -147,11 +150,11 @@ fn metrics(state: &AppState, headers: &HeaderMap) -> Response<Body> {
 /// at once and never counts against any allowance. The allowance comes before anything else a validation does,
 /// so a throttled client costs one map lookup; every answer after it, refusals and errors included, reports the
 /// client's allowance. The caller's app id goes into the response's extensions for the request log line.
-async fn validate(
+async fn validate<B: RequestBody>(
     state: &AppState,
     worker_scorer: &WorkerScorer,
     ctx: &RequestContext,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Response<Body> {
     let app_id = match authenticate(state, request.headers()).await {
         Ok(app_id) => app_id,
@@ -232,10 +235,10 @@ fn validated_body(score: &Score, correlation_id: &HeaderValue) -> Bytes {
 }
 
 /// The body: media type, size, JSON and field checks, within the request's deadline.
-async fn decode(
+async fn decode<B: RequestBody>(
     state: &AppState,
     ctx: &RequestContext,
-    request: Request<Incoming>,
+    request: Request<B>,
 ) -> Result<Applicant, AppError> {
     let config = &state.config;
     if !is_json(request.headers().get(header::CONTENT_TYPE)) {
@@ -284,7 +287,7 @@ async fn score(
 /// bytes came: it is taken as it is, with no copy and no further poll. `http_body_util`'s `Limited` and
 /// `collect` built a buffer list and polled once more for the end: 423 instructions per validation more
 /// (callgrind, docs/benchmarks.md). Chunked bodies and bodies in several frames are joined.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, AppError> {
+async fn read_body<B: RequestBody>(mut body: B, limit: usize) -> Result<Bytes, AppError> {
     // The body while it is one frame; from a second frame on, the frames joined.
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
@@ -325,6 +328,145 @@ fn is_json(value: Option<&HeaderValue>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::Route;
+    use crate::scoring::Scorer;
+    use crate::trace::TraceContext;
+    use http_body_util::Full;
+
+    const APPLICANT: &str =
+        r#"{"firstName":"Thandi","lastName":"Nkosi","idNumber":"9001011234088"}"#;
+
+    /// A demo-mode service with /metrics on (or off), built as the binary builds it from its environment.
+    fn demo_state(metrics_enabled: bool) -> AppState {
+        let config = crate::Config::from_lookup(|name| match name {
+            "DEMO_MODE" => Some("true".to_owned()),
+            "METRICS_ENABLED" => Some(metrics_enabled.to_string()),
+            _ => None,
+        })
+        .expect("a demo configuration");
+        AppState::new(
+            config,
+            Scorer::Demo,
+            Arc::new(metrics::Metrics::new()),
+            None,
+        )
+    }
+
+    /// The answer to one request, with an applicant as its body, and that answer's body.
+    async fn answer(state: &AppState, method: Method, path: &str) -> (Response<Body>, String) {
+        let ctx = RequestContext {
+            correlation_id: HeaderValue::from_static("route-test"),
+            trace: TraceContext::new_trace(),
+            route: Route::of(path),
+            peer: ([127, 0, 0, 1], 40000).into(),
+            started: tokio::time::Instant::now(),
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(APPLICANT.as_bytes())))
+            .expect("a request");
+        let response = route(state, &WorkerScorer::Demo, &ctx, request).await;
+        let body = response
+            .body()
+            .clone()
+            .collect()
+            .await
+            .expect("a full body");
+        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        (response, text)
+    }
+
+    /// What only the route's own handler writes.
+    fn mark_of(route: Route) -> &'static str {
+        match route {
+            Route::Root => "Applicant Validator API",
+            Route::Health | Route::ApiHealth => "\"status\":\"healthy\"",
+            Route::Ready | Route::HealthReady | Route::ApiReady => "\"ready\":true",
+            Route::Validate | Route::ApiValidate => "\"riskScore\":",
+            Route::OpenApi => "\"openapi\":",
+            Route::Docs => "<html",
+            Route::Metrics => "# TYPE",
+            Route::Unmatched => "NOT_FOUND",
+        }
+    }
+
+    #[tokio::test]
+    async fn each_route_reaches_its_own_handler_with_its_method() {
+        let state = demo_state(true);
+        for (route, path, method) in Route::ALL {
+            let (response, body) = answer(&state, method.clone(), path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{method} {path}: {body}");
+            assert!(body.contains(mark_of(route)), "{method} {path}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn head_is_answered_like_get_and_only_on_get_routes() {
+        let state = demo_state(true);
+        for (route, path, method) in Route::ALL {
+            let (response, body) = answer(&state, Method::HEAD, path).await;
+            if method == Method::GET {
+                assert_eq!(response.status(), StatusCode::OK, "HEAD {path}");
+                assert!(body.contains(mark_of(route)), "HEAD {path}: {body}");
+            } else {
+                assert_eq!(
+                    response.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "HEAD {path}"
+                );
+                assert_eq!(response.headers()[header::ALLOW], "POST", "HEAD {path}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn another_method_gets_405_naming_the_allowed_ones() {
+        let state = demo_state(true);
+        for (_, path, method) in Route::ALL {
+            let (other, allow) = if method == Method::GET {
+                (Method::POST, "GET, HEAD")
+            } else {
+                (Method::GET, "POST")
+            };
+            let (response, body) = answer(&state, other.clone(), path).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {path}"
+            );
+            assert_eq!(response.headers()[header::ALLOW], allow, "{other} {path}");
+            assert!(
+                body.contains("METHOD_NOT_ALLOWED"),
+                "{other} {path}: {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_metrics_turned_off_get_404() {
+        let on = demo_state(true);
+        let off = demo_state(false);
+        for (state, method, path) in [
+            (&on, Method::GET, "/nope"),
+            (&on, Method::POST, "/api/v1/validate/"),
+            (&off, Method::GET, "/metrics"),
+        ] {
+            let (response, body) = answer(state, method.clone(), path).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
+            assert!(
+                body.contains(mark_of(Route::Unmatched)),
+                "{method} {path}: {body}"
+            );
+        }
+        let (response, _) = answer(&off, Method::GET, "/health").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "only /metrics is turned off"
+        );
+    }
 
     proptest::proptest! {
         #[test]
