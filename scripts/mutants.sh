@@ -14,7 +14,7 @@
 # log line writer. Equivalent mutants (changes no test can ever see) are excluded in .cargo/mutants.toml, each
 # with its reason.
 #
-# Env: MUTANTS_JOBS (1), TEST_THREADS (8), MUTANTS_MAX (--in-diff only, default 8: when the change has more
+# Env: MUTANTS_JOBS (1), MUTANTS_MAX (--in-diff only, default 8: when the change has more
 # mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
 # another), MUTANTS_OUT (the report folder, default target/mutants). Exits 0 when no mutant is missed and none
 # timed out; 2 or 3 (cargo-mutants' codes) otherwise, with the missed mutants printed.
@@ -63,9 +63,6 @@ while (($#)); do
 done
 ((${#paths[@]})) || paths=("${REQUEST_PATH[@]}")
 
-# Most integration tests wait on the binary or a fake dependency rather than compute, so the suite runs in about
-# half the time with more test threads than cores (11 s against 20 s on 2 cores).
-threads="${TEST_THREADS:-8}"
 
 out="${MUTANTS_OUT:-target/mutants}"
 mkdir -p "$out"
@@ -107,7 +104,8 @@ if [[ -n "$in_diff" ]]; then
     # ended after this and counted as a timeout).
     args+=(--baseline skip --timeout 300 --build-timeout 600)
     [[ "${CI:-}" == true ]] && in_place=true
-    export RUST_TEST_THREADS="$threads"
+    # As in .config/nextest.toml's profile: more test threads than cores, since most tests wait.
+    export RUST_TEST_THREADS=8
 else
     # A whole run tests hundreds of mutants, and a mutant that breaks the service makes many integration tests
     # wait for their patience (40 s each) before they fail. cargo test runs every test of a binary to its end;
@@ -116,7 +114,7 @@ else
     ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
     ensure_cargo_tool cargo-nextest "$CARGO_NEXTEST_VERSION"
     args+=(--test-tool nextest --copy-target=true)
-    export NEXTEST_TEST_THREADS="$threads"
+    export NEXTEST_PROFILE=mutants
 fi
 # In place there is one tree, so one job.
 if $in_place; then
