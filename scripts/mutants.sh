@@ -113,7 +113,7 @@ else
     # the few mutants of --in-diff, installing nextest would cost more than it saves.
     ensure_cargo_tool cargo-mutants "$CARGO_MUTANTS_VERSION"
     ensure_cargo_tool cargo-nextest "$CARGO_NEXTEST_VERSION"
-    args+=(--test-tool nextest --copy-target=true)
+    args+=(--test-tool nextest --profile mutants --copy-target=true)
     export NEXTEST_PROFILE=mutants
 fi
 # In place there is one tree, so one job.
