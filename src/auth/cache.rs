@@ -4,19 +4,26 @@
 //! skip it.
 //!
 //! What the cache may and may not decide:
-//! - It is keyed by the token's exact bytes. The map hashes them with the standard library's SipHash under a
-//!   key drawn at random per process ([`RandomState`]): fast on a 1–3 KB token, and an outsider cannot aim
-//!   many tokens at one bucket. The hash only picks the bucket: the whole token is stored and compared, so a
-//!   token that differs in any byte, its signature included, is never taken for a cached one.
+//! - It is keyed by the token's exact bytes. The map hashes a token's length and its last [`HASHED_TAIL`]
+//!   bytes (the end of its signature) with the standard library's SipHash under a key drawn at random per
+//!   process ([`RandomState`]). Only tokens with a valid signature get in, so the ends of the tokens held
+//!   differ like signatures do, and an outsider cannot aim tokens at one bucket. The hash only picks the
+//!   bucket: the whole token is stored and compared ([`same_bytes`]), so a token that differs in any byte is
+//!   never taken for a cached one.
+//! - A hit costs a few hundred instructions on an Entra-sized token. Hashing all of a 1.3 KB token took
+//!   3,600 per validation, and comparing it with musl's `memcmp`, a byte at a time, 11,800
+//!   (docs/benchmarks.md).
 //! - It never answers on its own: [`super::Authenticator`] checks on every hit that the issuer's key set
 //!   still holds the same key under the token's `kid`, and runs every claim check except the signature
 //!   ([`super::token::recheck`] and the role).
 //! - It holds a token only while its `exp` (plus the leeway the claim checks allow) has not passed, at most
 //!   [`MAX_ENTRIES`] tokens and [`MAX_BYTES`] of them; only tokens with a valid signature get in.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
+
+use hashbrown::{Equivalent, HashMap};
 
 use jsonwebtoken::{DecodingKey, DecodingKeyKind};
 
@@ -28,6 +35,9 @@ pub const MAX_ENTRIES: usize = 1024;
 
 /// Most token bytes held (Entra's access tokens are 1–3 KB): 2 MiB, a few hundred of the longest tokens.
 pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// How many of a token's last bytes the map hashes, with its length: 192 bits of an RS256 signature.
+pub const HASHED_TAIL: usize = 32;
 
 /// What one verification of a token established.
 #[derive(Debug)]
@@ -49,7 +59,7 @@ impl Cached {
             (
                 DecodingKeyKind::RsaModulusExponent { n, e },
                 DecodingKeyKind::RsaModulusExponent { n: n2, e: e2 },
-            ) => n == n2 && e == e2,
+            ) => same_bytes(n, n2) && same_bytes(e, e2),
             _ => false,
         }
     }
@@ -68,9 +78,72 @@ pub struct TokenCache {
     max_bytes: usize,
 }
 
+/// A cached token's bytes, the map's key.
+#[derive(Debug, Clone)]
+struct Token(Box<[u8]>);
+
+/// A token looked up, as the request holds it: compared with [`Token`]s without being copied into one.
+struct TokenRef<'a>(&'a [u8]);
+
+/// What [`Token`] and [`TokenRef`] hash alike: the length and the last [`HASHED_TAIL`] bytes.
+fn hash_token<H: Hasher>(bytes: &[u8], state: &mut H) {
+    state.write_usize(bytes.len());
+    state.write(
+        bytes
+            .get(bytes.len().saturating_sub(HASHED_TAIL)..)
+            .unwrap_or_default(),
+    );
+}
+
+impl Hash for Token {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(&self.0, state);
+    }
+}
+
+impl Hash for TokenRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_token(self.0, state);
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        same_bytes(&self.0, &other.0)
+    }
+}
+
+impl Eq for Token {}
+
+impl Equivalent<Token> for TokenRef<'_> {
+    fn equivalent(&self, key: &Token) -> bool {
+        same_bytes(self.0, &key.0)
+    }
+}
+
+/// `a == b`, sixteen bytes at a time and through to the end whatever it finds, where the standard library's
+/// slice comparison calls musl's `memcmp`, which compares a byte per step. A property test checks it against
+/// `==`.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(16), b.chunks_exact(16));
+    let rest_same = a_words.remainder() == b_words.remainder();
+    let differing = a_words
+        .zip(b_words)
+        .fold(0, |bits, (x, y)| bits | (word(x) ^ word(y)));
+    rest_same && differing == 0
+}
+
+/// Sixteen bytes as one number (`chunks_exact(16)` gives only those).
+fn word(bytes: &[u8]) -> u128 {
+    u128::from_ne_bytes(bytes.try_into().unwrap_or_default())
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<Box<str>, Arc<Cached>, RandomState>,
+    entries: HashMap<Token, Arc<Cached>, RandomState>,
     /// The summed length of the tokens in `entries`.
     bytes: usize,
 }
@@ -92,10 +165,10 @@ impl TokenCache {
 
     /// The verification of exactly `token`, unless none is held or its `exp` has passed at `now` (seconds
     /// since the Unix epoch); an expired one is dropped.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Cached>> {
+    pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<Cached>> {
         let found = {
             let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(inner.entries.get(token)?)
+            Arc::clone(inner.entries.get(&TokenRef(token))?)
         };
         if found.expires_after() < now {
             self.remove(token);
@@ -106,14 +179,14 @@ impl TokenCache {
 
     /// Remembers `cached` for `token`, unless it is already expired at `now` or longer than the cache holds.
     /// When the cache is full, expired tokens go first, then those that expire soonest.
-    pub fn insert(&self, token: &str, cached: Cached, now: u64) {
+    pub fn insert(&self, token: &[u8], cached: Cached, now: u64) {
         if cached.expires_after() < now || token.len() > self.max_bytes {
             return;
         }
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if inner
             .entries
-            .insert(token.into(), Arc::new(cached))
+            .insert(Token(token.into()), Arc::new(cached))
             .is_none()
         {
             inner.bytes += token.len();
@@ -122,7 +195,7 @@ impl TokenCache {
             inner
                 .entries
                 .retain(|_, entry| entry.expires_after() >= now);
-            inner.bytes = inner.entries.keys().map(|k| k.len()).sum();
+            inner.bytes = inner.entries.keys().map(|k| k.0.len()).sum();
         }
         while inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
             // A linear scan, only when full: at most MAX_ENTRIES entries, and only after a verification,
@@ -133,14 +206,14 @@ impl TokenCache {
                 .min_by_key(|(_, entry)| entry.expires_after())
                 .map(|(key, _)| key.clone());
             match soonest {
-                Some(key) => inner.remove(&key),
+                Some(key) => inner.remove(&key.0),
                 None => break,
             }
         }
     }
 
     /// Forgets `token` (its key left the key set, or a claim check refused it).
-    pub fn remove(&self, token: &str) {
+    pub fn remove(&self, token: &[u8]) {
         self.inner
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -155,8 +228,8 @@ impl TokenCache {
 }
 
 impl Inner {
-    fn remove(&mut self, token: &str) {
-        if self.entries.remove(token).is_some() {
+    fn remove(&mut self, token: &[u8]) {
+        if self.entries.remove(&TokenRef(token)).is_some() {
             self.bytes -= token.len();
         }
     }
@@ -187,28 +260,28 @@ mod tests {
     #[test]
     fn only_the_exact_token_is_found() {
         let cache = TokenCache::default();
-        cache.insert("head.claims.signature", cached(1_000), 100);
-        assert!(cache.get("head.claims.signature", 100).is_some());
+        cache.insert(b"head.claims.signature", cached(1_000), 100);
+        assert!(cache.get(b"head.claims.signature", 100).is_some());
         // The same header and claims with another signature, or one byte more or less, are other tokens.
-        assert!(cache.get("head.claims.signaturf", 100).is_none());
-        assert!(cache.get("head.claims.signatur", 100).is_none());
-        assert!(cache.get("head.claims.signature.", 100).is_none());
+        assert!(cache.get(b"head.claims.signaturf", 100).is_none());
+        assert!(cache.get(b"head.claims.signatur", 100).is_none());
+        assert!(cache.get(b"head.claims.signature.", 100).is_none());
     }
 
     #[test]
     fn a_token_is_let_go_once_its_exp_and_the_leeway_have_passed() {
         let cache = TokenCache::default();
-        cache.insert("t", cached(1_000), 100);
-        assert!(cache.get("t", 1_000 + LEEWAY_SECS).is_some());
-        assert!(cache.get("t", 1_001 + LEEWAY_SECS).is_none());
+        cache.insert(b"t", cached(1_000), 100);
+        assert!(cache.get(b"t", 1_000 + LEEWAY_SECS).is_some());
+        assert!(cache.get(b"t", 1_001 + LEEWAY_SECS).is_none());
         assert_eq!(
             cache.len_and_bytes(),
             (0, 0),
             "the expired token is dropped"
         );
-        assert!(cache.get("t", 100).is_none(), "and stays gone");
+        assert!(cache.get(b"t", 100).is_none(), "and stays gone");
         // One already expired is not taken in.
-        cache.insert("late", cached(1_000), 1_001 + LEEWAY_SECS);
+        cache.insert(b"late", cached(1_000), 1_001 + LEEWAY_SECS);
         assert_eq!(cache.len_and_bytes(), (0, 0));
     }
 
@@ -218,30 +291,30 @@ mod tests {
         for i in 0..100u64 {
             // Token i expires at 10_000 + i, except token 50, which lives longest.
             let exp = if i == 50 { 1_000_000 } else { 10_000 + i };
-            cache.insert(&format!("token-{i:03}"), cached(exp), 100);
+            cache.insert(format!("token-{i:03}").as_bytes(), cached(exp), 100);
             assert!(cache.len_and_bytes().0 <= 8);
         }
         assert_eq!(cache.len_and_bytes(), (8, 8 * "token-000".len()));
-        assert!(cache.get("token-050", 100).is_some());
-        assert!(cache.get("token-099", 100).is_some());
-        assert!(cache.get("token-000", 100).is_none());
+        assert!(cache.get(b"token-050", 100).is_some());
+        assert!(cache.get(b"token-099", 100).is_some());
+        assert!(cache.get(b"token-000", 100).is_none());
     }
 
     #[test]
     fn the_cache_stays_within_its_byte_bound_and_expired_tokens_go_first() {
         let cache = TokenCache::with_bounds(MAX_ENTRIES, 1_000);
-        cache.insert(&"x".repeat(1_001), cached(5_000), 100);
+        cache.insert("x".repeat(1_001).as_bytes(), cached(5_000), 100);
         assert_eq!(cache.len_and_bytes(), (0, 0), "longer than the whole cache");
-        cache.insert(&"a".repeat(400), cached(200), 100);
-        cache.insert(&"b".repeat(400), cached(5_000), 100);
+        cache.insert("a".repeat(400).as_bytes(), cached(200), 100);
+        cache.insert("b".repeat(400).as_bytes(), cached(5_000), 100);
         assert_eq!(cache.len_and_bytes(), (2, 800));
         // At 300 + leeway, "a..." has expired: it makes room for "c...", and "b..." stays.
-        cache.insert(&"c".repeat(400), cached(6_000), 300 + LEEWAY_SECS);
+        cache.insert("c".repeat(400).as_bytes(), cached(6_000), 300 + LEEWAY_SECS);
         assert_eq!(cache.len_and_bytes(), (2, 800));
-        assert!(cache.get(&"b".repeat(400), 300).is_some());
-        assert!(cache.get(&"c".repeat(400), 300).is_some());
+        assert!(cache.get("b".repeat(400).as_bytes(), 300).is_some());
+        assert!(cache.get("c".repeat(400).as_bytes(), 300).is_some());
         // Inserting the same token again replaces it without counting its bytes twice.
-        cache.insert(&"c".repeat(400), cached(7_000), 300);
+        cache.insert("c".repeat(400).as_bytes(), cached(7_000), 300);
         assert_eq!(cache.len_and_bytes(), (2, 800));
     }
 
@@ -251,20 +324,71 @@ mod tests {
         // 1,024 tokens of 2,000 bytes are 2,048,000 bytes: under 2 MiB, so the entry bound is the one met.
         for i in 0..1_024u64 {
             cache.insert(
-                &format!("{i:04}{}", "t".repeat(1_996)),
+                format!("{}{i:04}", "t".repeat(1_996)).as_bytes(),
                 cached(10_000 + i),
                 100,
             );
         }
         assert_eq!(cache.len_and_bytes(), (1_024, 2_048_000));
-        cache.insert(&"u".repeat(2_000), cached(20_000), 100);
+        cache.insert("u".repeat(2_000).as_bytes(), cached(20_000), 100);
         assert_eq!(cache.len_and_bytes(), (1_024, 2_048_000));
         // A token of 2 MiB fits alone; a byte more never gets in.
         let cache = TokenCache::default();
-        cache.insert(&"v".repeat(2 * 1024 * 1024 + 1), cached(10_000), 100);
+        cache.insert(
+            "v".repeat(2 * 1024 * 1024 + 1).as_bytes(),
+            cached(10_000),
+            100,
+        );
         assert_eq!(cache.len_and_bytes(), (0, 0));
-        cache.insert(&"v".repeat(2 * 1024 * 1024), cached(10_000), 100);
+        cache.insert("v".repeat(2 * 1024 * 1024).as_bytes(), cached(10_000), 100);
         assert_eq!(cache.len_and_bytes(), (1, 2 * 1024 * 1024));
+    }
+
+    #[test]
+    fn tokens_that_end_alike_are_still_told_apart() {
+        // Same length and the same last HASHED_TAIL bytes: one bucket, three different tokens.
+        let tail = "s".repeat(HASHED_TAIL);
+        let (a, b, c) = (
+            format!("a.{tail}"),
+            format!("b.{tail}"),
+            format!("c.{tail}"),
+        );
+        let cache = TokenCache::default();
+        cache.insert(a.as_bytes(), cached(1_000), 100);
+        cache.insert(b.as_bytes(), cached(2_000), 100);
+        assert_eq!(cache.len_and_bytes(), (2, a.len() + b.len()));
+        let exp = |token: &str| cache.get(token.as_bytes(), 100).map(|e| e.registered.exp);
+        assert_eq!(exp(&a), Some(1_000));
+        assert_eq!(exp(&b), Some(2_000));
+        assert_eq!(exp(&c), None);
+        cache.remove(c.as_bytes());
+        assert_eq!(
+            cache.len_and_bytes().0,
+            2,
+            "removing another token removes nothing"
+        );
+        cache.remove(a.as_bytes());
+        assert_eq!((exp(&a), exp(&b)), (None, Some(2_000)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_bytes_is_slice_equality(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            flip in proptest::option::of((0usize..80, 1u8..=255)),
+            cut in 0usize..3,
+        ) {
+            // b is a, or a with one byte changed, or a one or two bytes shorter.
+            let mut b = a.clone();
+            if let Some((at, bits)) = flip
+                && let Some(byte) = b.get_mut(at)
+            {
+                *byte ^= bits;
+            }
+            b.truncate(b.len().saturating_sub(cut));
+            proptest::prop_assert_eq!(same_bytes(&a, &b), a == b);
+            proptest::prop_assert_eq!(same_bytes(&b, &a), a == b);
+        }
     }
 
     #[test]
@@ -272,7 +396,16 @@ mod tests {
         let entry = cached(1_000);
         let same = DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 1]);
         let other = DecodingKey::from_rsa_raw_components(&[0xc4; 256], &[1, 0, 1]);
+        let mut last = [0xc3; 256];
+        last[255] = 0xc2;
+        let last = DecodingKey::from_rsa_raw_components(&last, &[1, 0, 1]);
+        let exponent = DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 0]);
         assert!(entry.signed_by(&same));
         assert!(!entry.signed_by(&other));
+        assert!(
+            !entry.signed_by(&last),
+            "the modulus differs in its last byte"
+        );
+        assert!(!entry.signed_by(&exponent), "the exponent differs");
     }
 }

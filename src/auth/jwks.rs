@@ -187,6 +187,14 @@ impl SigningKeys {
         }
     }
 
+    /// True if the key set holds a key under `kid` and `test` accepts it. The key is looked at where it is:
+    /// [`SigningKeys::lookup`] copies it, and a copy is zeroed when dropped, which a cached token's check on
+    /// every validation need not pay for.
+    pub fn holds(&self, kid: &str, test: impl FnOnce(&DecodingKey) -> bool) -> bool {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.as_ref().and_then(|set| set.get(kid)).is_some_and(test)
+    }
+
     /// True once a fetch has succeeded (the `auth_keys` readiness check).
     pub fn ready(&self) -> bool {
         self.count().is_some()

@@ -112,7 +112,7 @@ impl Authenticator {
                 &cached.verified
             }
             Some(Err(reason)) => return Err(AuthError::Invalid { reason }.into()),
-            None => &self.verify(token, now).await?,
+            None => &self.verify(token_text(token)?, now).await?,
         };
         if let Some(role) = &self.required_role
             && !verified.roles.iter().any(|r| r == role)
@@ -131,11 +131,9 @@ impl Authenticator {
     /// a full verification: it is not cached, or the key set no longer holds the key that verified it under
     /// its `kid` (it left the JWKS or was replaced), in which case the token is dropped from the cache and
     /// the full path refuses it like any token signed by an unknown key.
-    fn cached(&self, token: &str, now: u64) -> Option<Result<Arc<Cached>, &'static str>> {
+    fn cached(&self, token: &[u8], now: u64) -> Option<Result<Arc<Cached>, &'static str>> {
         let entry = self.cache.get(token, now)?;
-        let key_held =
-            matches!(self.keys.lookup(&entry.kid), Lookup::Found(key) if entry.signed_by(&key));
-        if !key_held {
+        if !self.keys.holds(&entry.kid, |key| entry.signed_by(key)) {
             self.cache.remove(token);
             return None;
         }
@@ -165,16 +163,17 @@ impl Authenticator {
                 registered,
                 verified: verified.clone(),
             };
-            self.cache.insert(token, cached, now);
+            self.cache.insert(token.as_bytes(), cached, now);
         }
         Ok(verified)
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header. No header, another scheme or an empty token is
-/// [`AuthError::Missing`]; several Authorization headers or a value that is not visible ASCII is a refused
-/// token, since a client that sent them did try to authenticate.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+/// The token of an `Authorization: Bearer <token>` header, as bytes: a cached token is found by them, and only
+/// a token that is not cached is read as text ([`token_text`]). No header, another scheme or an empty token is
+/// [`AuthError::Missing`]; several Authorization headers are a refused token, since a client that sent them
+/// did try to authenticate.
+fn bearer_token(headers: &HeaderMap) -> Result<&[u8], AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::Missing);
@@ -192,16 +191,29 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if !is_bearer {
         return Err(AuthError::Missing);
     }
-    let token = value
-        .to_str()
-        .map_err(|_| malformed)?
-        .get(7..)
-        .unwrap_or_default()
-        .trim_matches(' ');
+    let mut token = bytes.get(7..).unwrap_or_default();
+    while let [b' ', rest @ ..] = token {
+        token = rest;
+    }
+    while let [rest @ .., b' '] = token {
+        token = rest;
+    }
     if token.is_empty() {
         return Err(AuthError::Missing);
     }
     Ok(token)
+}
+
+/// A token that is not visible ASCII is refused; what a header value may otherwise hold (tabs, obs-text) is
+/// never part of a JWT. Only tokens that passed this are cached, so a token found in the cache needs no check.
+fn token_text(token: &[u8]) -> Result<&str, AuthError> {
+    let malformed = AuthError::Invalid {
+        reason: reason::MALFORMED,
+    };
+    if !token.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(malformed);
+    }
+    std::str::from_utf8(token).map_err(|_| malformed)
 }
 
 #[cfg(test)]
@@ -222,8 +234,9 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_read_from_one_authorization_header() {
-        assert_eq!(bearer_token(&with(&[b"Bearer abc"])), Ok("abc"));
-        assert_eq!(bearer_token(&with(&[b"bearer  abc "])), Ok("abc"));
+        assert_eq!(bearer_token(&with(&[b"Bearer abc"])), Ok(&b"abc"[..]));
+        assert_eq!(bearer_token(&with(&[b"bearer  abc "])), Ok(&b"abc"[..]));
+        assert_eq!(bearer_token(&with(&[b"BEARER a b"])), Ok(&b"a b"[..]));
         assert_eq!(bearer_token(&with(&[])), Err(AuthError::Missing));
         assert_eq!(
             bearer_token(&with(&[b"Basic dXNlcjpwYXNz"])),
@@ -239,7 +252,17 @@ mod tests {
             reason: reason::MALFORMED,
         });
         assert_eq!(bearer_token(&with(&[b"Bearer a", b"Bearer b"])), malformed);
-        assert_eq!(bearer_token(&with(&[b"Bearer \xff\xfe"])), malformed);
+    }
+
+    #[test]
+    fn only_a_visible_ascii_token_is_read_as_text() {
+        assert_eq!(token_text(b"eyJ0.eyJz.c2ln-_"), Ok("eyJ0.eyJz.c2ln-_"));
+        let malformed = Err(AuthError::Invalid {
+            reason: reason::MALFORMED,
+        });
+        for token in [&b"a b"[..], b"a\tb", b"\xff\xfe", b"a\x7f", b"a\x1f"] {
+            assert_eq!(token_text(token), malformed, "{token:?}");
+        }
     }
 
     /// The cache's whole point: a token seen before is answered from what its first verification
@@ -287,7 +310,7 @@ mod tests {
         let at = token::now();
         let first = auth
             .cache
-            .get(&token, at)
+            .get(token.as_bytes(), at)
             .expect("verified tokens are cached");
         let Lookup::Found(key) = auth.keys.lookup("key-1") else {
             panic!("the issuer's key is known");
@@ -302,7 +325,7 @@ mod tests {
                 registered: None,
             },
         };
-        auth.cache.insert(&token, swapped, at);
+        auth.cache.insert(token.as_bytes(), swapped, at);
         let caller = auth.authenticate(&headers).await.expect("still valid");
         assert_eq!(&*caller.app_id, "from-the-cache");
     }
