@@ -588,6 +588,62 @@ mod tests {
     }
 
     #[test]
+    fn demo_mode_asked_for_uses_no_key_even_when_one_is_given() {
+        let c = config(&[("DEMO_MODE", "true"), ("RISKSHIELD_API_KEY", "k-123")]).expect("valid");
+        assert!(c.demo_mode);
+        assert!(c.key_source.is_none(), "{:?}", c.key_source);
+    }
+
+    #[test]
+    fn max_body_bytes_goes_up_to_64_mib() {
+        let c = config(&[("MAX_BODY_BYTES", "67108864")]).expect("valid");
+        assert_eq!(c.max_body_bytes, 64 * 1024 * 1024);
+        let errs = errors(&[("MAX_BODY_BYTES", "67108865")]);
+        assert!(errs[0].starts_with("MAX_BODY_BYTES"), "{errs:?}");
+    }
+
+    /// What `serve` prints when it refuses its configuration: one problem per line.
+    #[test]
+    fn the_problems_are_shown_one_per_line() {
+        let shown = ConfigErrors(vec!["PORT: a".into(), "LOG_LEVEL: b".into()]).to_string();
+        assert_eq!(shown, "PORT: a\nLOG_LEVEL: b");
+    }
+
+    #[test]
+    fn log_format_is_json_or_pretty_also_called_text() {
+        for (given, format) in [
+            ("json", LogFormat::Json),
+            ("JSON", LogFormat::Json),
+            ("pretty", LogFormat::Pretty),
+            ("text", LogFormat::Pretty),
+        ] {
+            let c = config(&[("LOG_FORMAT", given)]).expect("valid");
+            assert_eq!(c.log_format, format, "{given}");
+        }
+        assert!(errors(&[("LOG_FORMAT", "xml")])[0].starts_with("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn the_secret_name_is_1_to_127_letters_digits_and_hyphens() {
+        let name = |n: &str| {
+            config(&[
+                ("KEY_VAULT_URL", "https://kv.vault.azure.net"),
+                ("RISKSHIELD_API_KEY_SECRET_NAME", n),
+            ])
+        };
+        for good in ["riskshield-api-key", "A1", &"k".repeat(127)] {
+            assert!(name(good).is_ok(), "{good}");
+        }
+        for bad in [&"k".repeat(128), "risk_shield", "key.1", "ключ"] {
+            let errs = name(bad).expect_err(bad).0;
+            assert!(
+                errs[0].starts_with("RISKSHIELD_API_KEY_SECRET_NAME"),
+                "{errs:?}"
+            );
+        }
+    }
+
+    #[test]
     fn log_level_is_case_insensitive() {
         let c = config(&[("LOG_LEVEL", "debug")]).expect("valid");
         assert_eq!(c.log_level, tracing::Level::DEBUG);
@@ -685,7 +741,8 @@ mod tests {
     #[test]
     fn workers_and_shutdown_delay() {
         let c = config(&[]).expect("defaults are valid");
-        assert!(c.workers >= 1);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.workers, cpus, "one worker per CPU by default");
         assert_eq!(c.shutdown_delay, Duration::ZERO);
         let c = config(&[("WORKERS", "1"), ("SHUTDOWN_DELAY", "5s")]).expect("valid");
         assert_eq!(c.workers, 1);
@@ -699,6 +756,9 @@ mod tests {
         let errs = errors(&[("WORKERS", "0"), ("SHUTDOWN_DELAY", "soon")]);
         assert!(errs[0].starts_with("WORKERS"), "{errs:?}");
         assert!(errs[1].starts_with("SHUTDOWN_DELAY"), "{errs:?}");
+        // Zero is let through, the other durations' bounds are not.
+        let errs = errors(&[("SHUTDOWN_DELAY", "400days")]);
+        assert!(errs[0].contains("at most a year"), "{errs:?}");
     }
 
     #[test]
