@@ -602,6 +602,15 @@ mod tests {
         assert!(errs[0].starts_with("MAX_BODY_BYTES"), "{errs:?}");
     }
 
+    #[test]
+    fn a_burst_of_zero_is_refused_only_with_a_rate_limit() {
+        let errs = errors(&[("RATE_LIMIT_PER_MINUTE", "60"), ("RATE_LIMIT_BURST", "0")]);
+        assert!(errs[0].starts_with("RATE_LIMIT_BURST"), "{errs:?}");
+        let c =
+            config(&[("RATE_LIMIT_PER_MINUTE", "0"), ("RATE_LIMIT_BURST", "0")]).expect("no limit");
+        assert_eq!((c.rate_limit_per_minute, c.rate_limit_burst), (0, 0));
+    }
+
     /// What `serve` prints when it refuses its configuration: one problem per line.
     #[test]
     fn the_problems_are_shown_one_per_line() {
