@@ -745,6 +745,12 @@ mod tests {
         );
         assert!(errors(&[("CORS_ORIGINS", "[1,2]")])[0].starts_with("CORS_ORIGINS"));
         assert!(errors(&[("CORS_ORIGINS", "not an origin")])[0].starts_with("CORS_ORIGINS"));
+        // An origin is a scheme of the web, a host and nothing after it.
+        for bad in ["ftp://a.example", "https://a.example/app", "a.example"] {
+            let errs = errors(&[("CORS_ORIGINS", bad)]);
+            assert!(errs[0].starts_with("CORS_ORIGINS"), "{bad}: {errs:?}");
+        }
+        assert!(config(&[("CORS_ORIGINS", "http://localhost:3000")]).is_ok());
     }
 
     #[test]

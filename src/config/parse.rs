@@ -230,6 +230,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_are_longer_than_zero_and_at_most_a_year() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(
+            parse_duration("30days"),
+            Ok(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("365days"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        for bad in ["0s", "365days 1s", "soon", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_log_level_is_read_in_any_case() {
+        for (given, level) in [
+            ("trace", tracing::Level::TRACE),
+            ("Debug", tracing::Level::DEBUG),
+            ("INFO", tracing::Level::INFO),
+            ("warn", tracing::Level::WARN),
+            ("WARNING", tracing::Level::WARN),
+            ("error", tracing::Level::ERROR),
+        ] {
+            assert_eq!(parse_level(given), Ok(level), "{given}");
+        }
+        assert!(parse_level("loud").is_err());
+    }
+
+    #[test]
     fn vault_urls() {
         assert!(parse_vault_url("https://v.vault.azure.net/").is_ok());
         assert!(parse_vault_url("https://xn--tst-jma.vault.azure.net/").is_ok());
