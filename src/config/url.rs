@@ -172,6 +172,27 @@ mod tests {
         let url = RiskShieldUrl::parse("https://rs.example:443/a/b").expect("parses");
         assert_eq!(url.host_header(), "rs.example");
         assert_eq!(url.target().as_str(), "/a/b/score");
+
+        // No port: the scheme's own, for the probe. The URL is shown as it was given, less a final slash.
+        let url = RiskShieldUrl::parse("http://127.0.0.1/v1/").expect("parses");
+        assert_eq!((url.host(), url.port()), ("127.0.0.1", 80));
+        assert_eq!(url.to_string(), "http://127.0.0.1/v1");
+    }
+
+    /// Each refusal says what would be accepted.
+    #[test]
+    fn an_issuer_refused_for_its_scheme_is_told_why() {
+        let why = |issuer, prod| check_issuer(issuer, prod).expect_err(issuer);
+        assert!(check_issuer("http://127.0.0.1:9/t", false).is_ok());
+        assert_eq!(why("http://127.0.0.1:9/t", true), "must be https in prod");
+        assert_eq!(
+            why("http://issuer.example/t", false),
+            "must be https (plain http is allowed only on a loopback host)"
+        );
+        assert_eq!(
+            why("ftp://issuer.example/t", false),
+            "must be an https:// URL"
+        );
     }
 
     #[test]
