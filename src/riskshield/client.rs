@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::answer::{MAX_RESPONSE_BYTES, classify};
 use super::breaker::CircuitBreaker;
 use super::pool::Pool;
-use super::retry::{MAX_RETRY_DELAY, RetryPolicy};
+use super::retry::{self, MAX_RETRY_DELAY, RetryPolicy};
 use crate::api_key::KeySource;
 use crate::config::RiskShieldUrl;
 use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
@@ -216,14 +216,15 @@ impl RiskShieldClient {
                 )
                 .await
                 .map_err(|_| UpstreamError::Timeout)?;
-                match refreshed {
-                    Some(fresh) if Instant::now() < deadline => {
-                        key = fresh;
-                        request = self.request(&key, body, correlation, trace)?;
-                        continue;
-                    }
-                    _ => return Err(error),
+                let Some(fresh) = refreshed else {
+                    return Err(error);
+                };
+                if retry::too_late(Instant::now(), Duration::ZERO, deadline) {
+                    return Err(error);
                 }
+                key = fresh;
+                request = self.request(&key, body, correlation, trace)?;
+                continue;
             }
             if !error.is_retryable() || retries + 1 >= self.policy.max_attempts {
                 return Err(error);
@@ -236,7 +237,7 @@ impl RiskShieldClient {
                 } => (*after).min(MAX_RETRY_DELAY),
                 _ => self.policy.backoff(retries),
             };
-            if Instant::now() + wait >= deadline {
+            if retry::too_late(Instant::now(), wait, deadline) {
                 // Waiting would overrun the request's deadline: answer now with what we know.
                 return Err(error);
             }
@@ -337,7 +338,7 @@ impl RiskShieldClient {
     fn recent_reachability(&self) -> Option<bool> {
         let cached = *self.reachability.lock().unwrap_or_else(|p| p.into_inner());
         cached
-            .filter(|(at, _)| at.elapsed() < READINESS_INTERVAL)
+            .filter(|(at, _)| still_fresh(*at, Instant::now()))
             .map(|(_, ok)| ok)
     }
 
@@ -358,6 +359,12 @@ impl RiskShieldClient {
     }
 }
 
+/// Whether a reachability probe made `at` still answers /ready at `now`: for [`READINESS_INTERVAL`].
+fn still_fresh(at: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(at) < READINESS_INTERVAL
+}
+
+/// The vendor's status code for an attempt's log line, when it answered with one.
 fn status_of(result: &Result<Score, UpstreamError>) -> Option<u16> {
     match result {
         Err(UpstreamError::Unavailable { status, .. }) => *status,
@@ -365,5 +372,47 @@ fn status_of(result: &Result<Score, UpstreamError>) -> Option<u16> {
             Some(*status)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RiskLevel;
+
+    #[test]
+    fn a_probe_answers_for_five_seconds() {
+        let at = Instant::now();
+        assert!(still_fresh(at, at));
+        assert!(still_fresh(
+            at,
+            at + READINESS_INTERVAL - Duration::from_nanos(1)
+        ));
+        assert!(!still_fresh(at, at + READINESS_INTERVAL));
+        assert_eq!(READINESS_INTERVAL, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_attempt_is_logged_with_the_status_the_vendor_answered() {
+        let unavailable = |status| UpstreamError::Unavailable {
+            status,
+            retry_after: None,
+        };
+        for (result, status) in [
+            (Err(unavailable(Some(503))), Some(503)),
+            (Err(unavailable(None)), None),
+            (Err(UpstreamError::Rejected { status: 422 }), Some(422)),
+            (Err(UpstreamError::Unauthorized { status: 403 }), Some(403)),
+            (Err(UpstreamError::Timeout), None),
+            (
+                Ok(Score {
+                    risk_score: 30,
+                    risk_level: RiskLevel::Medium,
+                }),
+                None,
+            ),
+        ] {
+            assert_eq!(status_of(&result), status, "{result:?}");
+        }
     }
 }

@@ -551,6 +551,57 @@ mod tests {
         }
     }
 
+    /// Reads one answer from `bytes` as they arrive 64 at a time, so that every bound on what is buffered while
+    /// a head or trailer section is incomplete is met on the way.
+    async fn read_slowly(bytes: String) -> Result<Answer, ExchangeError> {
+        let (client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            // The reader may stop early, closing its end; what is left is then not needed.
+            let _ = server.write_all(bytes.as_bytes()).await;
+        });
+        let answer = Connection::new(client).read_answer(1024).await;
+        writer.abort();
+        answer.map(|(answer, _)| answer)
+    }
+
+    #[tokio::test]
+    async fn answer_heads_of_up_to_16_kib_are_read() {
+        let head = |pad: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Pad: {}\r\nContent-Length: 2\r\n\r\nok",
+                "p".repeat(pad)
+            )
+        };
+        // 47 bytes of the head are not padding, and the bytes come 64 at a time.
+        let answer = read_slowly(head(MAX_HEAD_BYTES - 47 - 64)).await;
+        assert_eq!(
+            answer.expect("a head").body.as_deref(),
+            Ok(b"ok".as_slice())
+        );
+        let too_long = read_slowly(head(MAX_HEAD_BYTES)).await;
+        assert!(
+            matches!(too_long, Err(ExchangeError::Invalid("head too large"))),
+            "{too_long:?}"
+        );
+        assert_eq!(MAX_HEAD_BYTES, 16_384);
+    }
+
+    #[tokio::test]
+    async fn trailer_sections_of_up_to_4_kib_are_read() {
+        let answer = |fields: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n{}\r\n",
+                format!("X-T: {}\r\n", "t".repeat(54)).repeat(fields)
+            )
+        };
+        // Each field line is 64 bytes: 60 of them are 3,840 bytes, 70 are 4,480.
+        let read = read_slowly(answer(60)).await.expect("a head");
+        assert_eq!(read.body.as_deref(), Ok(b"ok".as_slice()));
+        let read = read_slowly(answer(70)).await.expect("a head");
+        assert_eq!(read.body, Err(BodyError::Malformed));
+        assert_eq!(MAX_TRAILER_BYTES, 4_096);
+    }
+
     /// The body of an answer whose head was read.
     async fn body(bytes: &str) -> Result<Bytes, BodyError> {
         read(bytes).await.0.expect("a head").body
@@ -661,6 +712,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chunk_extensions_of_up_to_4_kib_in_all_are_read() {
+        // Eight extensions of 512 bytes (the `;` counted) are 4,096; a ninth of one byte is one too many.
+        let chunk = format!("1;{}\r\na\r\n", "x".repeat(511));
+        let answer = |last: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{}{last}0\r\n\r\n",
+                chunk.repeat(8)
+            )
+        };
+        assert_eq!(
+            body(&answer("")).await.as_deref(),
+            Ok(b"aaaaaaaa".as_slice())
+        );
+        assert_eq!(
+            body(&answer("1;\r\na\r\n")).await,
+            Err(BodyError::Malformed)
+        );
+        assert_eq!(MAX_CHUNK_EXTENSIONS, 4_096);
+    }
+
+    #[tokio::test]
     async fn chunk_extensions_are_bounded_in_all() {
         // Each line is within its own bound; together they are not.
         let chunk = format!("1;{}\r\na\r\n", "x".repeat(MAX_CHUNK_LINE - 8));
@@ -696,6 +768,11 @@ mod tests {
         assert_eq!(parse_chunk_line(b"A ; name=value"), Some((10, 12)));
         assert_eq!(parse_chunk_line(b"A\t"), Some((10, 0)));
         assert_eq!(parse_chunk_line(b"00000000000000000001"), Some((1, 0)));
+        // Fifteen significant digits are the most: sixteen reach sizes where `size + 2` overflows.
+        assert_eq!(
+            parse_chunk_line(b"fffffffffffffff"),
+            Some((0xfff_ffff_ffff_ffff, 0))
+        );
         for bad in [
             &b""[..],
             b"-1",

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 /// No single backoff or Retry-After wait is longer than this.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
@@ -24,6 +26,13 @@ impl RetryPolicy {
     }
 }
 
+/// Whether another attempt, begun `wait` after `now`, would begin at or after the request's deadline, where it
+/// could only time out (and would still reach the vendor). Both the retries after a failure and the one after
+/// a refreshed key ask this.
+pub fn too_late(now: Instant, wait: Duration, deadline: Instant) -> bool {
+    now + wait >= deadline
+}
+
 /// Reads Retry-After as delta-seconds or an HTTP date (relative to `now`). A date in the past means "now".
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -37,6 +46,19 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_that_would_begin_at_the_deadline_is_too_late() {
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(2);
+        let ms = Duration::from_millis;
+        assert!(!too_late(now, ms(1_999), deadline));
+        assert!(too_late(now, ms(2_000), deadline));
+        assert!(too_late(now, ms(2_001), deadline));
+        assert!(!too_late(now, Duration::ZERO, deadline));
+        assert!(too_late(deadline, Duration::ZERO, deadline));
+        assert!(too_late(deadline + ms(1), Duration::ZERO, deadline));
+    }
 
     #[test]
     fn retry_after_forms() {
