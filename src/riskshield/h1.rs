@@ -564,6 +564,85 @@ mod tests {
         answer.map(|(answer, _)| answer)
     }
 
+    /// The request goes out in pieces (the pipe holds 16 bytes) and all of it arrives before the answer is read.
+    /// On the paused clock a stalled exchange ends the test at once instead of hanging it.
+    #[tokio::test(start_paused = true)]
+    async fn send_writes_the_whole_request_then_reads_the_answer() {
+        let request =
+            b"POST /v1/score HTTP/1.1\r\nhost: rs\r\ncontent-length: 2\r\n\r\n{}".to_vec();
+        let (client, mut server) = tokio::io::duplex(16);
+        let expected = request.clone();
+        let vendor = tokio::spawn(async move {
+            let mut received = vec![0u8; expected.len()];
+            server.read_exact(&mut received).await.expect("the request");
+            assert_eq!(received, expected);
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("the answer");
+            server
+        });
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            Connection::new(client).send(&request, 1024),
+        )
+        .await
+        .expect("the exchange ends");
+        let (answer, reusable) = sent.expect("an answer");
+        assert_eq!(answer.body.as_deref(), Ok(b"ok".as_slice()));
+        assert!(reusable);
+        vendor.await.expect("the vendor saw the whole request");
+    }
+
+    /// A connection that takes nothing: an error the caller can act on, not a loop that never ends.
+    #[test]
+    fn a_connection_that_accepts_no_byte_fails_the_send() {
+        /// Reads nothing, and accepts no byte of any write.
+        struct TakesNothing;
+        impl AsyncRead for TakesNothing {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Pending
+            }
+        }
+        impl AsyncWrite for TakesNothing {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(0))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        // A loop that spins never yields, so the send runs on a thread of its own and is waited for within
+        // testkit's patience.
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            let sent =
+                runtime.block_on(Connection::new(TakesNothing).send(b"GET / HTTP/1.1\r\n\r\n", 16));
+            let _ = done.send(matches!(
+                sent,
+                Err(ExchangeError::Unsent(e)) if e.kind() == io::ErrorKind::WriteZero
+            ));
+        });
+        let unsent = outcome
+            .recv_timeout(testkit::process::PATIENCE)
+            .expect("the send ends");
+        assert!(unsent, "a write of no byte is reported as unsent");
+    }
+
     #[tokio::test]
     async fn answer_heads_of_up_to_16_kib_are_read() {
         let head = |pad: usize| {
