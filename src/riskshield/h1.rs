@@ -594,12 +594,18 @@ mod tests {
         vendor.await.expect("the vendor saw the whole request");
     }
 
-    /// A connection that takes nothing: an error the caller can act on, not a loop that never ends.
+    /// A connection that stops taking bytes, having taken none or some of the request, by accepting no byte of
+    /// a write or by failing it: an error that says whether any of the request went out (only then may it go
+    /// out again elsewhere), never a loop that does not end.
     #[test]
-    fn a_connection_that_accepts_no_byte_fails_the_send() {
-        /// Reads nothing, and accepts no byte of any write.
-        struct TakesNothing;
-        impl AsyncRead for TakesNothing {
+    fn a_connection_that_stops_taking_bytes_fails_the_send_saying_whether_any_went_out() {
+        /// Takes `left` bytes of what is written to it, then no more: each write after that is accepted with
+        /// no byte (`fail` false) or fails. Reads nothing.
+        struct Takes {
+            left: usize,
+            fail: bool,
+        }
+        impl AsyncRead for Takes {
             fn poll_read(
                 self: Pin<&mut Self>,
                 _: &mut Context<'_>,
@@ -608,13 +614,18 @@ mod tests {
                 Poll::Pending
             }
         }
-        impl AsyncWrite for TakesNothing {
+        impl AsyncWrite for Takes {
             fn poll_write(
-                self: Pin<&mut Self>,
+                mut self: Pin<&mut Self>,
                 _: &mut Context<'_>,
-                _: &[u8],
+                buf: &[u8],
             ) -> Poll<io::Result<usize>> {
-                Poll::Ready(Ok(0))
+                let n = self.left.min(buf.len()).min(4);
+                self.left -= n;
+                Poll::Ready(match n {
+                    0 if self.fail => Err(io::ErrorKind::BrokenPipe.into()),
+                    n => Ok(n),
+                })
             }
             fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(Ok(()))
@@ -623,24 +634,32 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        // A loop that spins never yields, so the send runs on a thread of its own and is waited for within
-        // testkit's patience.
-        let (done, outcome) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("a runtime");
-            let sent =
-                runtime.block_on(Connection::new(TakesNothing).send(b"GET / HTTP/1.1\r\n\r\n", 16));
-            let _ = done.send(matches!(
-                sent,
-                Err(ExchangeError::Unsent(e)) if e.kind() == io::ErrorKind::WriteZero
-            ));
-        });
-        let unsent = outcome
-            .recv_timeout(testkit::process::PATIENCE)
-            .expect("the send ends");
-        assert!(unsent, "a write of no byte is reported as unsent");
+        /// The send's error as (unsent, its kind), on a thread of its own: a loop that spins never yields, so
+        /// it is waited for within testkit's patience.
+        fn send_to(left: usize, fail: bool) -> (bool, io::ErrorKind) {
+            let (done, outcome) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a runtime");
+                let sent = runtime.block_on(
+                    Connection::new(Takes { left, fail }).send(b"GET / HTTP/1.1\r\n\r\n", 16),
+                );
+                let _ = done.send(match sent {
+                    Err(ExchangeError::Unsent(e)) => Some((true, e.kind())),
+                    Err(ExchangeError::Io(e)) => Some((false, e.kind())),
+                    _ => None,
+                });
+            });
+            outcome
+                .recv_timeout(testkit::process::PATIENCE)
+                .expect("the send ends")
+                .expect("an I/O error")
+        }
+        assert_eq!(send_to(0, false), (true, io::ErrorKind::WriteZero));
+        assert_eq!(send_to(0, true), (true, io::ErrorKind::BrokenPipe));
+        assert_eq!(send_to(6, false), (false, io::ErrorKind::WriteZero));
+        assert_eq!(send_to(6, true), (false, io::ErrorKind::BrokenPipe));
     }
 
     #[tokio::test]
