@@ -662,6 +662,22 @@ mod tests {
         assert_eq!(send_to(6, true), (false, io::ErrorKind::BrokenPipe));
     }
 
+    /// An idle connection is reusable only while nothing arrives on it: not once the vendor closed it, and not
+    /// when it sent bytes no request asked for.
+    #[tokio::test]
+    async fn an_idle_connection_is_open_until_the_vendor_closes_it_or_sends_unasked_bytes() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut idle = Connection::new(client);
+        assert!(idle.is_open());
+        drop(server);
+        assert!(!idle.is_open(), "closed by the vendor");
+
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut idle = Connection::new(client);
+        server.write_all(b"HTTP/1.1 408 ").await.expect("written");
+        assert!(!idle.is_open(), "bytes that answer no request");
+    }
+
     #[tokio::test]
     async fn answer_heads_of_up_to_16_kib_are_read() {
         let head = |pad: usize| {
