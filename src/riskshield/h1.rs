@@ -564,34 +564,49 @@ mod tests {
         answer.map(|(answer, _)| answer)
     }
 
-    /// The request goes out in pieces (the pipe holds 16 bytes) and all of it arrives before the answer is read.
-    /// On the paused clock a stalled exchange ends the test at once instead of hanging it.
-    #[tokio::test(start_paused = true)]
-    async fn send_writes_the_whole_request_then_reads_the_answer() {
-        let request =
-            b"POST /v1/score HTTP/1.1\r\nhost: rs\r\ncontent-length: 2\r\n\r\n{}".to_vec();
-        let (client, mut server) = tokio::io::duplex(16);
-        let expected = request.clone();
-        let vendor = tokio::spawn(async move {
-            let mut received = vec![0u8; expected.len()];
-            server.read_exact(&mut received).await.expect("the request");
-            assert_eq!(received, expected);
-            server
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .expect("the answer");
-            server
+    /// Runs `exchange` on a runtime and thread of its own and waits for it within testkit's patience: a reader
+    /// or writer loop that spins never yields, so no timer on the test's own runtime could end it.
+    fn within_patience<T: Send + 'static>(
+        exchange: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            let _ = done.send(runtime.block_on(exchange));
         });
-        let sent = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            Connection::new(client).send(&request, 1024),
-        )
-        .await
-        .expect("the exchange ends");
-        let (answer, reusable) = sent.expect("an answer");
+        outcome
+            .recv_timeout(testkit::process::PATIENCE)
+            .expect("the exchange ends")
+    }
+
+    /// The request goes out in pieces (the pipe holds 16 bytes), all of it before the answer is read, and the
+    /// answer comes in pieces too.
+    #[test]
+    fn send_writes_the_whole_request_then_reads_the_answer() {
+        let request = b"POST /v1/score HTTP/1.1\r\nhost: rs\r\ncontent-length: 2\r\n\r\n{}";
+        let (answer, reusable, received) = within_patience(async move {
+            let (client, mut server) = tokio::io::duplex(16);
+            let vendor = tokio::spawn(async move {
+                let mut received = vec![0u8; request.len()];
+                server.read_exact(&mut received).await.expect("the request");
+                server
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .expect("the answer");
+                (server, received)
+            });
+            let (answer, reusable) = Connection::new(client)
+                .send(request, 1024)
+                .await
+                .expect("an answer");
+            let (_server, received) = vendor.await.expect("the vendor's end");
+            (answer, reusable, received)
+        });
+        assert_eq!(received, request);
         assert_eq!(answer.body.as_deref(), Ok(b"ok".as_slice()));
         assert!(reusable);
-        vendor.await.expect("the vendor saw the whole request");
     }
 
     /// A connection that stops taking bytes, having taken none or some of the request, by accepting no byte of
@@ -634,27 +649,19 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        /// The send's error as (unsent, its kind), on a thread of its own: a loop that spins never yields, so
-        /// it is waited for within testkit's patience.
+        /// The send's error as (unsent, its kind).
         fn send_to(left: usize, fail: bool) -> (bool, io::ErrorKind) {
-            let (done, outcome) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .expect("a runtime");
-                let sent = runtime.block_on(
-                    Connection::new(Takes { left, fail }).send(b"GET / HTTP/1.1\r\n\r\n", 16),
-                );
-                let _ = done.send(match sent {
+            within_patience(async move {
+                let sent = Connection::new(Takes { left, fail })
+                    .send(b"GET / HTTP/1.1\r\n\r\n", 16)
+                    .await;
+                match sent {
                     Err(ExchangeError::Unsent(e)) => Some((true, e.kind())),
                     Err(ExchangeError::Io(e)) => Some((false, e.kind())),
                     _ => None,
-                });
-            });
-            outcome
-                .recv_timeout(testkit::process::PATIENCE)
-                .expect("the send ends")
-                .expect("an I/O error")
+                }
+            })
+            .expect("an I/O error")
         }
         assert_eq!(send_to(0, false), (true, io::ErrorKind::WriteZero));
         assert_eq!(send_to(0, true), (true, io::ErrorKind::BrokenPipe));
