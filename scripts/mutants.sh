@@ -8,6 +8,8 @@
 #   scripts/mutants.sh PATH...            only mutants in these files or folders (e.g. src/riskshield/retry.rs)
 #   scripts/mutants.sh --in-diff [REV]    only mutants on the request path's lines changed since REV (default
 #                                         HEAD^, the last commit); what CI runs
+#   scripts/mutants.sh --iterate [PATH...]  again, only the mutants that the last run into the same report
+#                                         folder did not catch (after tests were added for them)
 #
 # The request path: the vendor client (src/riskshield/), validation, the rate limiter, caller authentication
 # (src/auth/), the handlers with their envelope and answers, configuration parsing (src/config/) and the JSON
@@ -42,6 +44,7 @@ REQUEST_PATH=(
 
 in_diff=""
 in_place=false
+iterate=false
 paths=()
 while (($#)); do
     case "$1" in
@@ -52,6 +55,7 @@ while (($#)); do
             shift
         fi
         ;;
+    --iterate) iterate=true ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -123,6 +127,7 @@ else
     args+=(--jobs "${MUTANTS_JOBS:-1}")
 fi
 
+$iterate && args+=(--iterate)
 start="$SECONDS"
 status=0
 cargo mutants "${args[@]}" || status=$?
