@@ -609,6 +609,42 @@ mod tests {
         assert!(reusable);
     }
 
+    /// Wherever the vendor's end closes, the read ends with an error: before the answer, in its head, in a
+    /// body of known length, in a chunk line, a chunk or the trailers. Each is read on a thread of its own, so
+    /// a loop that takes the end for more bytes fails the test instead of hanging it.
+    #[test]
+    fn an_answer_cut_off_anywhere_ends_the_read_with_an_error() {
+        let cut = |bytes: String| {
+            within_patience(async move {
+                let (client, mut server) = tokio::io::duplex(4096);
+                server.write_all(bytes.as_bytes()).await.expect("written");
+                drop(server);
+                Connection::new(client)
+                    .read_answer(1024)
+                    .await
+                    .map(|(answer, _)| answer.body)
+            })
+        };
+        assert!(matches!(cut(String::new()), Err(ExchangeError::Closed)));
+        assert!(matches!(
+            cut("HTTP/1.1 200 OK\r\nContent-Le".into()),
+            Err(ExchangeError::Invalid("answer cut off"))
+        ));
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_owned(),
+            format!("{chunked}2\r\nab\r\n1"),
+            format!("{chunked}2\r\na"),
+            format!("{chunked}2\r\nab\r\n0\r\nX-A: 1\r\n"),
+        ] {
+            assert_eq!(
+                cut(body.clone()).expect("a head"),
+                Err(BodyError::Truncated),
+                "{body:?}"
+            );
+        }
+    }
+
     /// A connection that stops taking bytes, having taken none or some of the request, by accepting no byte of
     /// a write or by failing it: an error that says whether any of the request went out (only then may it go
     /// out again elsewhere), never a loop that does not end.
