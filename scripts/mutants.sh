@@ -16,9 +16,9 @@
 # log line writer. Equivalent mutants (changes no test can ever see) are excluded in .cargo/mutants.toml, each
 # with its reason.
 #
-# Env: MUTANTS_JOBS (1), MUTANTS_TIMEOUT (seconds a mutant's tests may take; default cargo-mutants' own, 12 ×
-# the unmutated suite as .cargo/mutants.toml sets it), MUTANTS_MAX (--in-diff only, default 8: when the change has more
-# mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
+# Env: MUTANTS_JOBS (1), MUTANTS_TIMEOUT (seconds a mutant's tests may take in a whole run; by default 12 × the
+# unmutated suite, as .cargo/mutants.toml sets it), MUTANTS_MAX (--in-diff only, default 8: when the change has
+# more mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
 # another), MUTANTS_OUT (the report folder, default target/mutants). Exits 0 when no mutant is missed and none
 # timed out; 2 or 3 (cargo-mutants' codes) otherwise, with the missed mutants printed.
 #
