@@ -19,7 +19,7 @@
 # Env: MUTANTS_JOBS (1), MUTANTS_TIMEOUT (seconds a mutant's tests may take in a whole run; by default 12 × the
 # unmutated suite, as .cargo/mutants.toml sets it), MUTANTS_MAX (--in-diff only, default 8: when the change has
 # more mutants than this, one shard of about that size is tested, chosen by the commit, so a later commit tests
-# another), MUTANTS_OUT (the report folder, default target/mutants). Exits 0 when no mutant is missed and none
+# another), MUTANTS_OUT (where the report folder goes, default target). Exits 0 when no mutant is missed and none
 # timed out; 2 or 3 (cargo-mutants' codes) otherwise, with the missed mutants printed.
 #
 # Installs cargo-mutants (and, for whole runs, cargo-nextest) at the versions pinned in scripts/tools.sh. With
@@ -69,7 +69,7 @@ done
 ((${#paths[@]})) || paths=("${REQUEST_PATH[@]}")
 
 
-out="${MUTANTS_OUT:-target/mutants}"
+out="${MUTANTS_OUT:-target}"
 mkdir -p "$out"
 args=(--no-shuffle --output "$out")
 for path in "${paths[@]}"; do
