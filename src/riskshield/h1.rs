@@ -645,6 +645,30 @@ mod tests {
         }
     }
 
+    /// `read()` reads with a body bound of 1,024 bytes: that many are read, one more is too many, whether the
+    /// body runs to the close, has a length or comes in chunks.
+    #[tokio::test]
+    async fn bodies_of_up_to_the_bound_are_read() {
+        let a = |n: usize| "a".repeat(n);
+        for (n, fits) in [(1_024, true), (1_025, false)] {
+            for answer in [
+                format!("HTTP/1.1 200 OK\r\n\r\n{}", a(n)),
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{}", a(n)),
+                format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n",
+                    a(n)
+                ),
+            ] {
+                let read = body(&answer).await;
+                if fits {
+                    assert_eq!(read.map(|b| b.len()), Ok(n), "{answer:.40}");
+                } else {
+                    assert_eq!(read, Err(BodyError::TooLarge), "{answer:.40}");
+                }
+            }
+        }
+    }
+
     /// A connection that stops taking bytes, having taken none or some of the request, by accepting no byte of
     /// a write or by failing it: an error that says whether any of the request went out (only then may it go
     /// out again elsewhere), never a loop that does not end.
