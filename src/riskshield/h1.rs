@@ -913,6 +913,27 @@ mod tests {
         assert_eq!(MAX_CHUNK_EXTENSIONS, 4_096);
     }
 
+    /// Up to MAX_CHUNK_LINE bytes are held while a chunk line's LF is awaited; a byte more and the line is
+    /// refused, whatever follows.
+    #[tokio::test]
+    async fn a_chunk_line_is_awaited_for_up_to_1_kib() {
+        let cut_after = |n: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;{}",
+                "x".repeat(n - 2)
+            )
+        };
+        assert_eq!(
+            body(&cut_after(MAX_CHUNK_LINE)).await,
+            Err(BodyError::Truncated)
+        );
+        assert_eq!(
+            body(&cut_after(MAX_CHUNK_LINE + 1)).await,
+            Err(BodyError::Malformed)
+        );
+        assert_eq!(MAX_CHUNK_LINE, 1_024);
+    }
+
     #[tokio::test]
     async fn chunk_extensions_are_bounded_in_all() {
         // Each line is within its own bound; together they are not.
