@@ -371,6 +371,29 @@ mod tests {
         assert_eq!((exp(&a), exp(&b)), (None, Some(2_000)));
     }
 
+    /// The map finds a token by its hash, so a token and its lookup must hash alike; and tokens that end
+    /// differently must not all share one hash, or every lookup would compare every token held.
+    #[test]
+    fn a_token_hashes_by_its_length_and_its_end() {
+        fn hash(value: impl Hash) -> u64 {
+            let mut hasher = std::hash::DefaultHasher::new();
+            value.hash(&mut hasher);
+            hasher.finish()
+        }
+        let token = |text: String| Token(text.into_bytes().into_boxed_slice());
+        let tail = "s".repeat(HASHED_TAIL);
+        let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
+        assert_eq!(hash(token(a.clone())), hash(TokenRef(a.as_bytes())));
+        assert_eq!(
+            hash(token(a.clone())),
+            hash(token(b.clone())),
+            "only the end counts"
+        );
+        assert_ne!(hash(token(a.clone())), hash(token(format!("{a}!"))));
+        assert_ne!(hash(token(format!("{a}1"))), hash(token(format!("{a}2"))));
+        assert_ne!(hash(TokenRef(b"x")), hash(TokenRef(b"y")));
+    }
+
     proptest::proptest! {
         #[test]
         fn same_bytes_is_slice_equality(
