@@ -780,6 +780,21 @@ mod tests {
         assert_eq!(read.body.as_deref(), Ok(b"ok".as_slice()));
         let read = read_slowly(answer(70)).await.expect("a head");
         assert_eq!(read.body, Err(BodyError::Malformed));
+        // Cut off unfinished: fewer than MAX_TRAILER_BYTES held is a truncated body, that many a refused one.
+        let cut = |n: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: {}",
+                "t".repeat(n - 5)
+            )
+        };
+        assert_eq!(
+            body(&cut(MAX_TRAILER_BYTES - 1)).await,
+            Err(BodyError::Truncated)
+        );
+        assert_eq!(
+            body(&cut(MAX_TRAILER_BYTES)).await,
+            Err(BodyError::Malformed)
+        );
         assert_eq!(MAX_TRAILER_BYTES, 4_096);
     }
 

@@ -439,6 +439,25 @@ mod tests {
             .expect("answer")
     }
 
+    /// The sweeper is the pool's: it goes with it, not at its next round a second later.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_pool_stops_its_sweeper_at_once() {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let connector =
+            crate::outbound::build_connector(&[], Duration::from_secs(5)).expect("connector");
+        let pool = Pool::new(connector, Uri::from_static("http://127.0.0.1:9"));
+        assert_eq!(metrics.num_alive_tasks(), before + 1, "the sweeper");
+        assert_eq!(
+            format!("{pool:?}"),
+            "Pool { origin: http://127.0.0.1:9/, idle: 0 }"
+        );
+        drop(pool);
+        // An aborted task is let go of when the runtime next runs; the paused clock does not move meanwhile.
+        tokio::task::yield_now().await;
+        assert_eq!(metrics.num_alive_tasks(), before);
+    }
+
     #[tokio::test]
     async fn answers_framed_by_length_by_chunks_or_by_the_end() {
         let raw = Raw::start(vec![
