@@ -280,9 +280,11 @@ mod tests {
             "the expired token is dropped"
         );
         assert!(cache.get(b"t", 100).is_none(), "and stays gone");
-        // One already expired is not taken in.
+        // One already expired is not taken in; one in its last second is, as `get` still answers with it.
         cache.insert(b"late", cached(1_000), 1_001 + LEEWAY_SECS);
         assert_eq!(cache.len_and_bytes(), (0, 0));
+        cache.insert(b"just", cached(1_000), 1_000 + LEEWAY_SECS);
+        assert_eq!(cache.len_and_bytes(), (1, 4));
     }
 
     #[test]
