@@ -439,6 +439,66 @@ mod tests {
             .expect("answer")
     }
 
+    /// A pooled connection that looks open when taken, but that the vendor has reset, takes no byte of the
+    /// request: the request goes out on a new connection as the same one request, not as a failed attempt.
+    /// The vendor runs on a thread of its own, and this test's runtime is held still (blocked) while the
+    /// vendor resets the connection, so the pool has had no chance to see the reset when it takes the
+    /// connection.
+    #[tokio::test]
+    async fn a_pooled_connection_reset_unseen_is_replaced_without_a_second_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (reset, do_reset) = std::sync::mpsc::channel::<()>();
+        let (was_reset, reset_done) = std::sync::mpsc::channel::<()>();
+        let vendor = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let mut requests = 0;
+                for answer in [OK_A, OK_B] {
+                    let (mut stream, _) = listener.accept().await.expect("a connection");
+                    let mut request = vec![0u8; REQUEST.len()];
+                    stream.read_exact(&mut request).await.expect("a request");
+                    requests += 1;
+                    stream.write_all(answer.as_bytes()).await.expect("written");
+                    if answer == OK_A {
+                        do_reset.recv().expect("told to reset");
+                        stream.set_zero_linger().expect("linger");
+                        drop(stream);
+                        was_reset.send(()).expect("said");
+                    }
+                }
+                requests
+            })
+        });
+        let connector =
+            crate::outbound::build_connector(&[], Duration::from_secs(5)).expect("connector");
+        let pool = Pool::new(connector, format!("http://{addr}").parse().expect("uri"));
+        assert_eq!(
+            exchange(&pool, 8).await.body.as_deref(),
+            Ok(b"a".as_slice())
+        );
+        // One look at the idle connection, as a checkout takes: nothing has arrived, so it is open, and the
+        // runtime now believes so until its I/O driver next runs.
+        assert!(
+            pool.shared
+                .lock()
+                .front_mut()
+                .is_some_and(|idle| idle.conn.is_open())
+        );
+        reset.send(()).expect("told");
+        reset_done.recv().expect("the vendor reset the connection");
+        assert_eq!(
+            exchange(&pool, 8).await.body.as_deref(),
+            Ok(b"b".as_slice())
+        );
+        assert_eq!(vendor.join().expect("the vendor"), 2, "one request each");
+    }
+
     /// The sweeper is the pool's: it goes with it, not at its next round a second later.
     #[tokio::test(start_paused = true)]
     async fn a_dropped_pool_stops_its_sweeper_at_once() {
