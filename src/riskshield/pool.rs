@@ -255,15 +255,22 @@ impl Shared {
 /// It wakes when the next idle connection expires, at most every [`SWEEP_SPACING`], and every
 /// [`IDLE_TIMEOUT`] while the pool has none; it ends with the pool.
 async fn sweep(pool: Weak<Shared>) {
-    let mut next = Instant::now() + IDLE_TIMEOUT;
+    let mut next = next_sweep(Instant::now(), None);
     loop {
         tokio::time::sleep_until(next).await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        next = match pool.sweep(now) {
-            Some(expiry) => expiry.max(now + SWEEP_SPACING),
-            None => now + IDLE_TIMEOUT,
-        };
+        next = next_sweep(now, pool.sweep(now));
+    }
+}
+
+/// When the sweeper looks next, having looked at `now`: when the next idle connection expires, but not
+/// sooner than [`SWEEP_SPACING`] from now; with none idle, after [`IDLE_TIMEOUT`], the soonest a connection
+/// checked in from now on could expire.
+fn next_sweep(now: Instant, next_expiry: Option<Instant>) -> Instant {
+    match next_expiry {
+        Some(expiry) => expiry.max(now + SWEEP_SPACING),
+        None => now + IDLE_TIMEOUT,
     }
 }
 
@@ -497,6 +504,37 @@ mod tests {
             Ok(b"b".as_slice())
         );
         assert_eq!(vendor.join().expect("the vendor"), 2, "one request each");
+    }
+
+    #[test]
+    fn the_sweeper_looks_when_the_next_connection_expires_but_at_most_once_a_second() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        assert_eq!(next_sweep(now, None), now + s(3));
+        assert_eq!(next_sweep(now, Some(now + s(2))), now + s(2));
+        assert_eq!(next_sweep(now, Some(now + s(1))), now + s(1));
+        assert_eq!(
+            next_sweep(now, Some(now + Duration::from_millis(200))),
+            now + s(1)
+        );
+        assert_eq!((IDLE_TIMEOUT, SWEEP_SPACING), (s(3), s(1)));
+    }
+
+    /// An idle connection counts from the start of its last exchange, and the sweep says when the first of
+    /// those left expires.
+    #[tokio::test]
+    async fn a_sweep_tells_when_the_next_idle_connection_expires() {
+        let raw = Raw::start(vec![(OK_A, Then::Keep)]).await;
+        let pool = raw.pool();
+        let started = Instant::now();
+        pool.exchange(REQUEST, 8, started).await.expect("answer");
+        assert_eq!(pool.shared.sweep(started), Some(started + IDLE_TIMEOUT));
+        assert_eq!(
+            pool.shared.sweep(started + IDLE_TIMEOUT),
+            None,
+            "expired and closed"
+        );
+        assert_eq!(pool.idle_count(), 0);
     }
 
     /// The sweeper is the pool's: it goes with it, not at its next round a second later.
