@@ -191,15 +191,9 @@ impl TokenCache {
         {
             inner.bytes += token.len();
         }
-        if inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
-            inner
-                .entries
-                .retain(|_, entry| entry.expires_after() >= now);
-            inner.bytes = inner.entries.keys().map(|k| k.0.len()).sum();
-        }
         while inner.entries.len() > self.max_entries || inner.bytes > self.max_bytes {
-            // A linear scan, only when full: at most MAX_ENTRIES entries, and only after a verification,
-            // which costs far more.
+            // The soonest to expire goes, so expired tokens go first. A linear scan, only when full: at most
+            // MAX_ENTRIES entries, and only after a verification, which costs far more.
             let soonest = inner
                 .entries
                 .iter()
