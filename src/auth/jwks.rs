@@ -509,6 +509,41 @@ pub(super) mod tests {
         assert_eq!(issuer.jwks_requests(), 2);
     }
 
+    /// A key set is read up to 1 MiB (Entra's is about 10 KB); a larger one is refused and the keys already
+    /// known are kept.
+    #[tokio::test]
+    async fn key_sets_of_up_to_1_mib_are_read() {
+        use testkit::openid::{FakeIssuer, TestSigner};
+        let signer = TestSigner::from_pem(
+            "key-1",
+            include_str!("../../tests/fixtures/jwt-signing-key-1.pem"),
+        );
+        let set = |count: usize| -> Vec<serde_json::Value> {
+            (0..count)
+                .map(|i| {
+                    let mut jwk = signer.jwk();
+                    jwk["kid"] = format!("key-{i}").into();
+                    jwk
+                })
+                .collect()
+        };
+        let size =
+            |keys: &[serde_json::Value]| serde_json::json!({ "keys": keys }).to_string().len();
+        let (small, large) = (set(200), set(3_000));
+        assert!((64 * 1024..MAX_DOCUMENT_BYTES).contains(&size(&small)));
+        assert!(size(&large) > MAX_DOCUMENT_BYTES);
+
+        let issuer = FakeIssuer::start(small).await;
+        let keys = keys_of(&issuer).await;
+        assert!(matches!(keys.lookup("key-199"), Lookup::Found(_)));
+        issuer.publish(large);
+        keys.refresh_for_unknown_kid("key-2999").await;
+        assert_eq!(issuer.jwks_requests(), 2, "the larger set was fetched");
+        assert!(matches!(keys.lookup("key-2999"), Lookup::Unknown));
+        assert!(matches!(keys.lookup("key-199"), Lookup::Found(_)));
+        assert_eq!(MAX_DOCUMENT_BYTES, 1_048_576);
+    }
+
     #[test]
     fn the_jwks_location_must_be_https_or_loopback() {
         assert!(jwks_uri("https://login.microsoftonline.com/t/discovery/v2.0/keys").is_ok());
