@@ -507,6 +507,16 @@ pub(super) mod tests {
         // And the interval runs from that refresh's end: another invented key id fetches nothing.
         keys.refresh_for_unknown_kid("invented-too").await;
         assert_eq!(issuer.jwks_requests(), 2);
+
+        // Once the interval has passed (the clock is moved, not waited for), an unknown key id fetches again.
+        tokio::time::pause();
+        tokio::time::advance(UNKNOWN_KID_INTERVAL).await;
+        tokio::time::resume();
+        let three = TestSigner::from_pem("key-3", pem(1));
+        issuer.publish(vec![one.jwk(), two.jwk(), three.jwk()]);
+        keys.refresh_for_unknown_kid("key-3").await;
+        assert!(matches!(keys.lookup("key-3"), Lookup::Found(_)));
+        assert_eq!(issuer.jwks_requests(), 3);
     }
 
     /// A key set is read up to 1 MiB (Entra's is about 10 KB); a larger one is refused and the keys already
@@ -536,6 +546,7 @@ pub(super) mod tests {
         let issuer = FakeIssuer::start(small).await;
         let keys = keys_of(&issuer).await;
         assert!(matches!(keys.lookup("key-199"), Lookup::Found(_)));
+        assert!(format!("{keys:?}").contains("keys: Some(200)"), "{keys:?}");
         issuer.publish(large);
         keys.refresh_for_unknown_kid("key-2999").await;
         assert_eq!(issuer.jwks_requests(), 2, "the larger set was fetched");
