@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::vault::{AccessError, READ_TIMEOUT, ReadError, VaultAccess};
 use crate::domain::ApiKey;
 use crate::outbound::{HttpClient, retry_delay};
+use crate::telemetry::logging::millis;
 use crate::telemetry::metrics::Metrics;
 
 /// Why a read happens, for the log line.
@@ -267,7 +268,7 @@ impl VaultKeySource {
             Err(_) => Err(ReadError::Timeout),
         };
         let elapsed = started.elapsed();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let duration_ms = millis(elapsed);
         match result {
             Ok(key) => {
                 let changed = self.current().is_some_and(|old| old != key);

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::config::is_loopback_host;
 use crate::outbound::{HttpClient, error_text, retry_delay};
+use crate::telemetry::logging::millis;
 
 /// How often the keys are re-fetched while all is well (Entra rotates its keys with weeks of overlap).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
@@ -125,6 +126,12 @@ impl std::fmt::Debug for SigningKeys {
     }
 }
 
+/// Whether a fetch that `ended` (if one did) ended less than [`UNKNOWN_KID_INTERVAL`] before `now`, so that an
+/// unknown `kid` does not start another.
+fn within_interval(ended: Option<Instant>, now: Instant) -> bool {
+    ended.is_some_and(|at| now.saturating_duration_since(at) < UNKNOWN_KID_INTERVAL)
+}
+
 /// Why the signing-key reader could not start: AUTH_ISSUER does not make a discovery URL (configuration:
 /// exit 64).
 #[derive(Debug, thiserror::Error)]
@@ -218,9 +225,7 @@ impl SigningKeys {
             if let Some(running) = &state.running {
                 (running.clone(), None)
             } else {
-                let recent = state
-                    .ended
-                    .is_some_and(|at| at.elapsed() < UNKNOWN_KID_INTERVAL);
+                let recent = within_interval(state.ended, Instant::now());
                 let Some(keys) = self.this.upgrade().filter(|_| !recent) else {
                     return;
                 };
@@ -255,7 +260,7 @@ impl SigningKeys {
         let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
             .await
             .unwrap_or(Err(FetchError::Timeout));
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = millis(started.elapsed());
         let issuer = self.discovery.host().unwrap_or_default();
         match result {
             Ok(set) => {
@@ -553,6 +558,20 @@ pub(super) mod tests {
         assert!(matches!(keys.lookup("key-2999"), Lookup::Unknown));
         assert!(matches!(keys.lookup("key-199"), Lookup::Found(_)));
         assert_eq!(MAX_DOCUMENT_BYTES, 1_048_576);
+    }
+
+    #[test]
+    fn an_unknown_kid_fetches_again_30_s_after_the_last_fetch_ended() {
+        let ended = Instant::now();
+        let s = Duration::from_secs;
+        assert!(!within_interval(None, ended));
+        assert!(within_interval(Some(ended), ended));
+        assert!(within_interval(
+            Some(ended),
+            ended + s(30) - Duration::from_nanos(1)
+        ));
+        assert!(!within_interval(Some(ended), ended + s(30)));
+        assert_eq!(UNKNOWN_KID_INTERVAL, s(30));
     }
 
     #[test]

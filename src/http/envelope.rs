@@ -17,7 +17,7 @@ use super::state::{AppState, Body, RequestContext, X_CORRELATION_ID};
 use crate::auth::CallerApp;
 use crate::routes::Route;
 use crate::scoring::WorkerScorer;
-use crate::telemetry::logging::loggable_path;
+use crate::telemetry::logging::{loggable_path, millis};
 use crate::trace::TraceContext;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -80,7 +80,7 @@ impl hyper::service::Service<Request<Incoming>> for Envelope {
                 method = %method,
                 path = &*loggable_path(uri.path()),
                 status = status.as_u16(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                duration_ms = millis(elapsed),
                 correlation_id = correlation_id.to_str().unwrap_or_default(),
                 trace_id = ctx.trace.trace_id(),
                 client_app,

@@ -29,6 +29,7 @@ use crate::config::RiskShieldUrl;
 use crate::domain::{ApiKey, Applicant, Score, X_CORRELATION_ID};
 use crate::error::UpstreamError;
 use crate::outbound::Connector;
+use crate::telemetry::logging::millis;
 use crate::telemetry::metrics::Metrics;
 use crate::trace::TraceContext;
 
@@ -198,7 +199,7 @@ impl RiskShieldClient {
                 attempt,
                 outcome,
                 status = status_of(&result),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                duration_ms = millis(elapsed),
                 "upstream attempt"
             );
             let error = match result {

@@ -60,6 +60,11 @@ pub fn lines_dropped() -> u64 {
 /// Longest path a request log line carries; a huge URL cannot bloat the logs.
 const MAX_LOGGED_PATH: usize = 200;
 
+/// A duration as a log line's `duration_ms`: milliseconds, with their fraction.
+pub fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// A request path as logged: cut to [`MAX_LOGGED_PATH`] bytes on a character boundary, and every run of six
 /// or more digits masked with `*`, so an ID number a client put in a URL never reaches the logs. Digits
 /// written as percent-escapes (`%30`–`%39`) count as digits, and a run cut by the length limit is still
@@ -335,6 +340,13 @@ impl<'a> MakeWriter<'a> for BatchedStdout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_logged_in_milliseconds() {
+        assert_eq!(millis(Duration::from_millis(1_500)), 1_500.0);
+        assert_eq!(millis(Duration::from_micros(250)), 0.25);
+        assert_eq!(millis(Duration::ZERO), 0.0);
+    }
     use tracing::Dispatch;
 
     /// Standard output as the tests see it: what was written, and optionally a gate that holds every write
