@@ -342,6 +342,14 @@ mod tests {
         ] {
             assert_eq!(key_id(garbage), Err(reason::MALFORMED), "{garbage:?}");
         }
+        // Up to 16 KiB is looked at; a byte more is not a token.
+        let padded = |len: usize| {
+            let head = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.";
+            format!("{head}{}", "s".repeat(len - head.len()))
+        };
+        assert_eq!(key_id(&padded(MAX_TOKEN_BYTES)), Ok("k1".to_string()));
+        assert_eq!(key_id(&padded(MAX_TOKEN_BYTES + 1)), Err(reason::MALFORMED));
+        assert_eq!(MAX_TOKEN_BYTES, 16_384);
     }
 
     #[test]
