@@ -233,6 +233,26 @@ async fn valid_tokens_pass_and_every_refusal_is_a_401_with_a_challenge() {
                 one.sign(&one.header(), &with(good.clone(), json!({"azp": null})))
             ),
         ),
+        (
+            "an application id over 128 bytes",
+            format!(
+                "Bearer {}",
+                one.sign(
+                    &one.header(),
+                    &with(good.clone(), json!({"azp": "a".repeat(129)}))
+                )
+            ),
+        ),
+        (
+            "an application id with a space",
+            format!(
+                "Bearer {}",
+                one.sign(
+                    &one.header(),
+                    &with(good.clone(), json!({"azp": "app one"}))
+                )
+            ),
+        ),
     ];
     for (case, header) in &refused {
         let reply = validate(&app, Some(header)).await;
@@ -327,7 +347,7 @@ async fn valid_tokens_pass_and_every_refusal_is_a_401_with_a_challenge() {
         r#"applicant_validator_auth_checks_total{outcome="issuer"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="expired"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="not_yet_valid"} 1"#,
-        r#"applicant_validator_auth_checks_total{outcome="no_client"} 1"#,
+        r#"applicant_validator_auth_checks_total{outcome="no_client"} 3"#,
         r#"applicant_validator_auth_checks_total{outcome="forbidden"} 1"#,
     ] {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
