@@ -364,6 +364,20 @@ mod tests {
         assert!(verifier.verify(b"message", &vec![0u8; 256]).is_err());
     }
 
+    #[test]
+    fn verify_on_its_own_refuses_any_algorithm_but_rs256_as_an_algorithm_refusal() {
+        // Callers run key_id first, but verify must not depend on it: a header naming another algorithm is
+        // refused by jsonwebtoken's algorithm check, before any signature is looked at, and reported as such.
+        let rsa = DecodingKey::from_rsa_raw_components(&[0xc3; 256], &[1, 0, 1]);
+        let validation = validation(&config());
+        // {"alg":"HS256","kid":"k1"} . {} . sig
+        let hs256 = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln";
+        assert_eq!(verify(hs256, &rsa, &validation), Err(reason::ALGORITHM));
+        // {"alg":"RS256","kid":"k1"} . {} . sig: the algorithm is right, the signature is not.
+        let rs256 = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln";
+        assert_eq!(verify(rs256, &rsa, &validation), Err(reason::SIGNATURE));
+    }
+
     fn config() -> AuthConfig {
         AuthConfig {
             issuer: "https://issuer.test/v2.0".into(),
