@@ -345,6 +345,7 @@ async fn valid_tokens_pass_and_every_refusal_is_a_401_with_a_challenge() {
         r#"applicant_validator_auth_checks_total{outcome="signature"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="algorithm"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="issuer"} 1"#,
+        r#"applicant_validator_auth_checks_total{outcome="audience"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="expired"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="not_yet_valid"} 1"#,
         r#"applicant_validator_auth_checks_total{outcome="no_client"} 3"#,
