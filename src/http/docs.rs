@@ -44,12 +44,16 @@ const fn keep(byte: u8, in_string: &mut bool, escaped: &mut bool) -> bool {
     !matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// How many bytes [`compact`] keeps of `json`.
-const fn compact_len(json: &[u8]) -> usize {
+/// Writes the bytes of `json` that [`keep`] keeps to the front of `out`, as many as fit, and returns how many
+/// there are: with an empty `out` it only counts them.
+const fn scan(json: &[u8], out: &mut [u8]) -> usize {
     let (mut in_string, mut escaped) = (false, false);
     let (mut i, mut kept) = (0, 0);
     while i < json.len() {
         if keep(json[i], &mut in_string, &mut escaped) {
+            if kept < out.len() {
+                out[kept] = json[i];
+            }
             kept += 1;
         }
         i += 1;
@@ -57,19 +61,16 @@ const fn compact_len(json: &[u8]) -> usize {
     kept
 }
 
+/// How many bytes [`compact`] keeps of `json`.
+const fn compact_len(json: &[u8]) -> usize {
+    scan(json, &mut [])
+}
+
 /// `json` without the whitespace between its tokens (the same document to any JSON reader), evaluated at
-/// compile time.
+/// compile time. `N` is [`compact_len`] of `json`.
 const fn compact<const N: usize>(json: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
-    let (mut in_string, mut escaped) = (false, false);
-    let (mut i, mut kept) = (0, 0);
-    while i < json.len() {
-        if keep(json[i], &mut in_string, &mut escaped) {
-            out[kept] = json[i];
-            kept += 1;
-        }
-        i += 1;
-    }
+    scan(json, &mut out);
     out
 }
 
