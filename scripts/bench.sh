@@ -30,8 +30,9 @@
 #   --write   also write the report to docs/benchmarks.md (default for full runs, off for --quick): the new
 #             figures become the first section and every earlier section is kept below them
 # Tunables (env): BENCH_DURATION (10s), BENCH_WARMUP (3s), BENCH_LEVELS ("50 1000 4000": client connections),
-#                 BENCH_THREADS (2), BENCH_RUNS (3 interleaved rounds), BENCH_SAMPLES (20, for cold start and
-#                 healthcheck), BENCH_KEEP (a directory to keep every wrk output and log in).
+#                 BENCH_THREADS (2), BENCH_RUNS (5 interleaved rounds, each in an order of its own),
+#                 BENCH_SAMPLES (20, for cold start and healthcheck), BENCH_KEEP (a directory to keep every wrk
+#                 output and log in).
 # Everything runs on 127.0.0.1; every load is bounded in time; everything started is stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,7 @@ if $quick; then
   RUNS=${BENCH_RUNS:-1}; SAMPLES=${BENCH_SAMPLES:-3}
 else
   DURATION=${BENCH_DURATION:-10s}; WARMUP=${BENCH_WARMUP:-3s}; LEVELS=${BENCH_LEVELS:-50 1000 4000}
-  RUNS=${BENCH_RUNS:-3}; SAMPLES=${BENCH_SAMPLES:-20}
+  RUNS=${BENCH_RUNS:-5}; SAMPLES=${BENCH_SAMPLES:-20}
 fi
 THREADS=${BENCH_THREADS:-2}
 # wrk leaves requests slower than its timeout (2 s by default) out of its latency figures and counts them as
@@ -322,25 +323,41 @@ run() {
 
 validate() { echo "http://127.0.0.1:$1/api/v1/validate"; }
 score() { echo "http://127.0.0.1:$1/v1/score"; }
+# row NAME CONNECTIONS: one row's run, by name.
+row() {
+  local conns=$2
+  case "$1" in
+    A) run A "$conns" "$A_FAKE_PID" "$(score "$A_UP")" "$WORK/post.lua" ;;
+    B) run B "$conns" "$NGINX_PID" "$(score "$B_PORT")" "$WORK/post.lua" ;;
+    P) run P "$conns" "$HAPROXY_PID" "$(score "$P_PORT")" "$WORK/post.lua" ;;
+    C) run C "$conns" "$C_PID" "$(validate "$C_PORT")" "$WORK/post.lua" ;;
+    BJ) run BJ "$conns" "$NGINX_PID" "$(score "$BJ_PORT")" "$WORK/post.lua" ;;
+    PJ) run PJ "$conns" "$HAPROXY_PID" "$(score "$PJ_PORT")" "$WORK/post.lua" ;;
+    CI) run CI "$conns" "$CI_PID" "$(validate "$CI_PORT")" "$WORK/post.lua" ;;
+    BT) run BT "$conns" "$NGINX_PID" "$(score "$BT_PORT")" "$WORK/post.lua" ;;
+    PT) run PT "$conns" "$HAPROXY_PID" "$(score "$PT_PORT")" "$WORK/post.lua" ;;
+    CT) run CT "$conns" "$CT_PID" "$(validate "$CT_PORT")" "$WORK/post.lua" ;;
+    CA) run CA "$conns" "$CA_PID" "$(validate "$CA_PORT")" "$WORK/post-auth.lua" ;;
+    L) run L "$conns" "$L_PID" "$(validate "$L_PORT")" "$WORK/post.lua" ;;
+    H) run H "$conns" "$C_PID" "http://127.0.0.1:$C_PORT/health" ;;
+  esac
+}
+# The rows of one round at one concurrency, shuffled with the round and the concurrency as the seed: a row's
+# figures can depend on the row run just before it (measured in docs/benchmarks.md), so no row always follows
+# the same one, and the same seeds give the same order in every run of the script.
+order() {
+  local seed=$1 names=(A B P C BJ PJ CI BT PT CT CA)
+  [ "$2" = "$LOWEST" ] && names+=(L H)
+  python3 -c 'import random, sys; names = sys.argv[2:]; random.Random(sys.argv[1]).shuffle(names); print(*names)' \
+    "$seed" "${names[@]}"
+}
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for i in $(seq 1 "$RUNS"); do
   for conns in "${levels[@]}"; do
-    log "round $i of $RUNS, $conns connections"
-    run A "$conns" "$A_FAKE_PID" "$(score "$A_UP")" "$WORK/post.lua"
-    run B "$conns" "$NGINX_PID" "$(score "$B_PORT")" "$WORK/post.lua"
-    run P "$conns" "$HAPROXY_PID" "$(score "$P_PORT")" "$WORK/post.lua"
-    run C "$conns" "$C_PID" "$(validate "$C_PORT")" "$WORK/post.lua"
-    run BJ "$conns" "$NGINX_PID" "$(score "$BJ_PORT")" "$WORK/post.lua"
-    run PJ "$conns" "$HAPROXY_PID" "$(score "$PJ_PORT")" "$WORK/post.lua"
-    run CI "$conns" "$CI_PID" "$(validate "$CI_PORT")" "$WORK/post.lua"
-    run BT "$conns" "$NGINX_PID" "$(score "$BT_PORT")" "$WORK/post.lua"
-    run PT "$conns" "$HAPROXY_PID" "$(score "$PT_PORT")" "$WORK/post.lua"
-    run CT "$conns" "$CT_PID" "$(validate "$CT_PORT")" "$WORK/post.lua"
-    run CA "$conns" "$CA_PID" "$(validate "$CA_PORT")" "$WORK/post-auth.lua"
-    if [ "$conns" = "$LOWEST" ]; then
-      run L "$conns" "$L_PID" "$(validate "$L_PORT")" "$WORK/post.lua"
-      run H "$conns" "$C_PID" "http://127.0.0.1:$C_PORT/health"
-    fi
+    read -r -a names < <(order "$i-$conns" "$conns")
+    log "round $i of $RUNS, $conns connections: ${names[*]}"
+    printf '== round %s at %s: %s\n' "$i" "$conns" "${names[*]}" >>"$WORK/wrk.log"
+    for name in "${names[@]}"; do row "$name" "$conns"; done
   done
 done
 LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
@@ -434,8 +451,9 @@ OUT=$(cat <<MD
 ## Benchmark of $(date -u '+%Y-%m-%d %H:%M UTC')
 
 \`scripts/bench.sh$($quick && echo ' --quick')\` on $MACHINE; nginx $("$NGINX" -v 2>&1 | sed 's|.*/||'), HAProxy $("$HAPROXY" -v | awk 'NR == 1 {print $3}'), wrk $THREADS threads.
-Every row at $(echo "$LEVELS" | sed 's/ /, /g') client connections (L and H at $LOWEST only); rounds: $RUNS, interleaved;
-medians (errors, listen overflows and drops: summed over the rounds). Each measured run ($DURATION) follows an unmeasured
+Every row at $(echo "$LEVELS" | sed 's/ /, /g') client connections (L and H at $LOWEST only); rounds: $RUNS, interleaved,
+each in an order of its own (shuffled, seeded by round and concurrency, so that no row always follows the same
+one); medians (errors, listen overflows and drops: summed over the rounds). Each measured run ($DURATION) follows an unmeasured
 warm-up run of $WARMUP at the same concurrency, so upstream pools and caches are in their steady state; wrk
 still opens its connections at the start of the measured run, and a burst that overflows an accept queue shows
 in the listen overflows column. All processes share the same cores on 127.0.0.1, so compare the ratios, not the
