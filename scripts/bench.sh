@@ -323,24 +323,18 @@ run() {
 
 validate() { echo "http://127.0.0.1:$1/api/v1/validate"; }
 score() { echo "http://127.0.0.1:$1/v1/score"; }
-# row NAME CONNECTIONS: one row's run, by name.
+# row NAME CONNECTIONS: one row's run, by name: the process that serves it and the address wrk loads.
 row() {
-  local conns=$2
-  case "$1" in
-    A) run A "$conns" "$A_FAKE_PID" "$(score "$A_UP")" "$WORK/post.lua" ;;
-    B) run B "$conns" "$NGINX_PID" "$(score "$B_PORT")" "$WORK/post.lua" ;;
-    P) run P "$conns" "$HAPROXY_PID" "$(score "$P_PORT")" "$WORK/post.lua" ;;
-    C) run C "$conns" "$C_PID" "$(validate "$C_PORT")" "$WORK/post.lua" ;;
-    BJ) run BJ "$conns" "$NGINX_PID" "$(score "$BJ_PORT")" "$WORK/post.lua" ;;
-    PJ) run PJ "$conns" "$HAPROXY_PID" "$(score "$PJ_PORT")" "$WORK/post.lua" ;;
-    CI) run CI "$conns" "$CI_PID" "$(validate "$CI_PORT")" "$WORK/post.lua" ;;
-    BT) run BT "$conns" "$NGINX_PID" "$(score "$BT_PORT")" "$WORK/post.lua" ;;
-    PT) run PT "$conns" "$HAPROXY_PID" "$(score "$PT_PORT")" "$WORK/post.lua" ;;
-    CT) run CT "$conns" "$CT_PID" "$(validate "$CT_PORT")" "$WORK/post.lua" ;;
-    CA) run CA "$conns" "$CA_PID" "$(validate "$CA_PORT")" "$WORK/post-auth.lua" ;;
-    L) run L "$conns" "$L_PID" "$(validate "$L_PORT")" "$WORK/post.lua" ;;
-    H) run H "$conns" "$C_PID" "http://127.0.0.1:$C_PORT/health" ;;
+  local name=$1 conns=$2 pid port=${1}_PORT url script=$WORK/post.lua
+  case "$name" in
+    A) pid=$A_FAKE_PID; url=$(score "$A_UP") ;;
+    H) pid=$C_PID; url="http://127.0.0.1:$C_PORT/health"; script= ;;
+    B | BJ | BT) pid=$NGINX_PID; url=$(score "${!port}") ;;
+    P | PJ | PT) pid=$HAPROXY_PID; url=$(score "${!port}") ;;
+    *) pid=${name}_PID; pid=${!pid}; url=$(validate "${!port}") ;;
   esac
+  if [ "$name" = CA ]; then script=$WORK/post-auth.lua; fi
+  run "$name" "$conns" "$pid" "$url" ${script:+"$script"}
 }
 # The rows of one round at one concurrency, shuffled with the round and the concurrency as the seed: a row's
 # figures can depend on the row run just before it (measured in docs/benchmarks.md), so no row always follows
