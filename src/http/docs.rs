@@ -67,10 +67,14 @@ const fn compact_len(json: &[u8]) -> usize {
 }
 
 /// `json` without the whitespace between its tokens (the same document to any JSON reader), evaluated at
-/// compile time. `N` is [`compact_len`] of `json`.
+/// compile time. `N` must be [`compact_len`] of `json`: any other length fails the build rather than cut the
+/// document short or pad it.
 const fn compact<const N: usize>(json: &[u8]) -> [u8; N] {
     let mut out = [0u8; N];
-    scan(json, &mut out);
+    assert!(
+        scan(json, &mut out) == N,
+        "the array's length is not the compact length"
+    );
     out
 }
 
