@@ -448,34 +448,48 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         Ok(body.freeze())
     }
 
-    /// Consumes the trailer section after the last chunk, up to the blank line that ends the body: field lines
-    /// as in a head (RFC 9112 section 7.1.2), each ended by CRLF, bounded in number and size. Their content is
-    /// not used.
+    /// Consumes the trailer section after the last chunk, up to the blank line that ends the body. Their
+    /// content is not used.
     async fn read_trailers(&mut self) -> Result<(), BodyError> {
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(&self.buf, &mut fields) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    // httparse also ends lines at a bare LF.
-                    let section = &self.buf[..len];
-                    let bare_lf = section
-                        .iter()
-                        .enumerate()
-                        .any(|(i, b)| *b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
-                    if bare_lf {
-                        return Err(BodyError::Malformed);
-                    }
+            match trailer_section(&self.buf)? {
+                Some(len) => {
                     self.buf.advance(len);
                     return Ok(());
                 }
-                Ok(httparse::Status::Partial) if self.buf.len() < MAX_TRAILER_BYTES => {
+                None if self.buf.len() < MAX_TRAILER_BYTES => {
                     if !matches!(self.fill().await, Ok(n) if n > 0) {
                         return Err(BodyError::Truncated);
                     }
                 }
-                Ok(httparse::Status::Partial) | Err(_) => return Err(BodyError::Malformed),
+                None => return Err(BodyError::Malformed),
             }
         }
+    }
+}
+
+/// The length of the trailer section at the start of `buf` (RFC 9112 section 7.1.2: field lines as in a head,
+/// each ended by CRLF, then a blank line), or `None` while it is incomplete.
+///
+/// Not async, so the parser's field array lives only during the parse: held across the read that waits for
+/// more bytes, its 2 KiB sat in every exchange's future, which is moved whole on the way to the pool.
+fn trailer_section(buf: &[u8]) -> Result<Option<usize>, BodyError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, _))) => {
+            // httparse also ends lines at a bare LF.
+            let section = &buf[..len];
+            let bare_lf = section
+                .iter()
+                .enumerate()
+                .any(|(i, b)| *b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
+            if bare_lf {
+                return Err(BodyError::Malformed);
+            }
+            Ok(Some(len))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(BodyError::Malformed),
     }
 }
 

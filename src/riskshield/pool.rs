@@ -556,6 +556,19 @@ mod tests {
         assert_eq!(metrics.num_alive_tasks(), before);
     }
 
+    /// An exchange's future is moved whole on its way into the request's (into the attempt timeout, then
+    /// into the retry loop), on every validation: state a rare path holds across an await (a chunked answer's
+    /// trailer fields once took 2 KiB of it) is paid for in every request's copies.
+    #[tokio::test]
+    async fn an_exchange_future_stays_small() {
+        let connector =
+            crate::outbound::build_connector(&[], Duration::from_secs(5)).expect("connector");
+        let pool = Pool::new(connector, Uri::from_static("http://127.0.0.1:9"));
+        let exchange = pool.exchange(b"", 8, Instant::now());
+        let size = std::mem::size_of_val(&exchange);
+        assert!(size <= 1024, "an exchange's future is {size} bytes");
+    }
+
     #[tokio::test]
     async fn answers_framed_by_length_by_chunks_or_by_the_end() {
         let raw = Raw::start(vec![
