@@ -41,7 +41,11 @@ pub fn classify(
             if body.trim_ascii_start().first() != Some(&b'{') {
                 return Err(not_a_score);
             }
-            let parsed: ScoreBody = serde_json::from_slice(body).map_err(|_| not_a_score)?;
+            // Checked as UTF-8 once and read as text: from bytes, serde_json checks each string on its own.
+            let parsed: ScoreBody = std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .ok_or(not_a_score)?;
             if parsed.risk_score > 100 {
                 return Err(UpstreamError::InvalidResponse {
                     reason: "riskScore out of range",
@@ -115,6 +119,16 @@ mod tests {
                 ),
                 "{body}"
             );
+        }
+        // Bytes that are not UTF-8, in a value the service reads or in one it ignores.
+        for body in [
+            &b"{\"riskScore\":50,\"riskLevel\":\"HIGH\xff\"}"[..],
+            b"{\"riskScore\":50,\"riskLevel\":\"HIGH\",\"x\":\"\xc3\"}",
+        ] {
+            assert!(matches!(
+                classify(StatusCode::OK, h, Some(body)),
+                Err(UpstreamError::InvalidResponse { .. })
+            ));
         }
     }
 
