@@ -5,6 +5,7 @@
 //!
 //! Nothing here builds the service's parts: [`crate::app`] does, and hands them over in an [`AppState`].
 
+mod balance;
 pub mod cors;
 pub mod docs;
 pub mod envelope;

@@ -10,9 +10,10 @@
 //!
 //! Thread-per-core: [`spawn_workers`] starts one OS thread per worker, each with its own single-threaded tokio
 //! runtime, its own `SO_REUSEPORT` listener on the shared address (the kernel spreads new connections across
-//! them), its own share of MAX_CONNECTIONS and its own upstream connections (a [`WorkerScorer`]). A request and its
-//! upstream exchange therefore never leave the thread that accepted the connection. What must be global (the
-//! breaker, the key, metrics, the rate limiter, the draining flag) lives in the shared [`AppState`].
+//! them by a hash, and [`Balancer`] hands a connection on to a worker serving fewer), its own share of
+//! MAX_CONNECTIONS and its own upstream connections (a [`WorkerScorer`]). A request and its upstream exchange
+//! therefore never leave the thread that serves the connection. What must be global (the breaker, the key,
+//! metrics, the rate limiter, the draining flag) lives in the shared [`AppState`].
 //!
 //! The shutdown sequence that drives them is `app::supervise`, for the binary and the integration tests alike.
 
@@ -32,6 +33,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
+use super::balance::{Balancer, Inbox};
 use super::cors::Cors;
 use super::envelope::Envelope;
 use super::state::AppState;
@@ -85,9 +87,11 @@ pub fn spawn_workers(
     start_background(state);
     // Each worker admits its share of MAX_CONNECTIONS; further clients wait in the kernel's backlog.
     let share = state.config.max_connections.div_ceil(workers).max(1);
+    let (balancer, inboxes) = Balancer::new(workers);
     let mut done = Vec::with_capacity(workers);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for ((index, listener), inbox) in listeners.into_iter().enumerate().zip(inboxes) {
         let state = state.clone();
+        let balancer = balancer.clone();
         let mut stop = stop.clone();
         let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
@@ -102,7 +106,8 @@ pub fn spawn_workers(
                             let stop = async move {
                                 let _ = stop.wait_for(|stop| *stop).await;
                             };
-                            Ok(worker(state, listener, share, stop).await)
+                            let balance = (balancer, inbox);
+                            Ok(worker(state, listener, balance, share, stop).await)
                         });
                         // Blocking DNS lookups left in flight must not hold the thread.
                         runtime.shutdown_background();
@@ -161,6 +166,7 @@ fn start_background(state: &AppState) {
 async fn worker(
     state: Arc<AppState>,
     listener: TcpListener,
+    (balancer, mut inbox): (Arc<Balancer>, Inbox),
     max_connections: usize,
     stop: impl Future<Output = ()>,
 ) -> usize {
@@ -193,9 +199,16 @@ async fn worker(
             },
             () = &mut stop => break,
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, served) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    match balancer.place(inbox.worker, stream, peer) {
+                        Some((stream, served)) => (stream, peer, served),
+                        // Another worker serves it; the slot taken for it is free again.
+                        None => continue,
+                    }
+                }
                 Err(e) => {
                     // Usually EMFILE or a connection reset before accept: back off briefly, never crash.
                     tracing::warn!(error = %e, "accept failed");
@@ -203,9 +216,12 @@ async fn worker(
                     continue;
                 }
             },
+            Some(handed) = inbox.handed.recv() => match balancer.take(inbox.worker, handed) {
+                Some(taken) => taken,
+                None => continue,
+            },
             () = &mut stop => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = Envelope {
             state: state.clone(),
             worker_scorer: worker_scorer.clone(),
@@ -223,6 +239,7 @@ async fn worker(
         connections.spawn(async move {
             let _permit = permit;
             let _open = open;
+            let _served = served;
             if let Err(e) = connection.await {
                 log_connection_error(&e, peer, max_header_bytes, send_timeout);
             }
