@@ -1,11 +1,11 @@
 //! Evens out connections across the worker threads.
 //!
 //! Each worker accepts from its own `SO_REUSEPORT` listener, and the kernel picks the listener by a hash of
-//! the client's address and port: 50 connections land 25/25 only by luck, and 31/20 as often as not. A
-//! connection stays on the worker that serves it, so the busier worker queues more requests per turn of its
-//! event loop, and its clients see the slower answers: at 50 clients the p99 followed the split from one run
-//! to the next (docs/benchmarks.md). HAProxy and nginx hand a new connection to the less loaded thread or
-//! process; so does this.
+//! the client's address and port, so an even split is luck: of eight benchmark runs of 51 connections, four
+//! split 28/23 or worse. A connection stays on the worker that serves it, so the busier worker queues more
+//! requests per turn of its event loop, and its clients see the slower answers: at 50 clients the p99 followed
+//! the split from one run to the next (docs/benchmarks.md). HAProxy hands a new connection to its least loaded
+//! thread, and nginx's workers take turns at one shared listener; here, workers hand connections on.
 //!
 //! A worker that has accepted a connection keeps it unless another worker serves fewer than it does (keeping it
 //! would leave the two at least two apart); then it hands the socket over (deregistered from its own event
@@ -29,7 +29,8 @@ pub struct Balancer {
     inboxes: Vec<mpsc::UnboundedSender<Handed>>,
 }
 
-/// One worker's side: its index, and the connections handed to it.
+/// One worker's side: its index, and the connections handed to it. A connection still in the inbox when its
+/// worker stops is closed with it, as one left in a listener's backlog is.
 pub struct Inbox {
     pub worker: usize,
     pub handed: mpsc::UnboundedReceiver<Handed>,
