@@ -497,6 +497,18 @@ fn trailer_section(buf: &[u8]) -> Result<Option<usize>, BodyError> {
 mod tests {
     use super::*;
 
+    /// The trailer section alone: its length once the blank line has come, none before, and bare line feeds
+    /// refused. (Through a connection, a section never seen complete only waits for more bytes.)
+    #[test]
+    fn trailer_sections() {
+        assert_eq!(trailer_section(b"\r\n"), Ok(Some(2)));
+        assert_eq!(trailer_section(b"X-A: 1\r\n\r\nrest"), Ok(Some(10)));
+        assert_eq!(trailer_section(b"X-A: 1\r\n"), Ok(None));
+        assert_eq!(trailer_section(b""), Ok(None));
+        assert_eq!(trailer_section(b"X-A: 1\n\r\n"), Err(BodyError::Malformed));
+        assert_eq!(trailer_section(b"X A\r\n\r\n"), Err(BodyError::Malformed));
+    }
+
     #[test]
     fn heads() {
         let head = |s: &str| parse_head(s.as_bytes()).expect("valid").expect("complete");
