@@ -87,8 +87,7 @@ impl Balancer {
                 }
             }
         }
-        self.open[worker].fetch_add(1, Ordering::Relaxed);
-        Some((stream, Served::new(self, worker)))
+        Some((stream, self.serve(worker)))
     }
 
     /// Takes up a connection handed to `worker` (already counted for it).
@@ -104,6 +103,7 @@ impl Balancer {
             .map(|stream| (stream, peer, served))
     }
 
+    /// Counts a connection for `worker`, which serves it where it arrived.
     fn serve(self: &Arc<Self>, worker: usize) -> Served {
         self.open[worker].fetch_add(1, Ordering::Relaxed);
         Served::new(self, worker)
